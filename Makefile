@@ -1,0 +1,48 @@
+# joblib-rs entry points. `make demo` and `make test` each do all set-up on a fresh machine:
+# a virtualenv in .venv, a release build of the package, the test tools.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Make cargo (clippy, tests) build PyO3 against the same interpreter as the package.
+export PYO3_PYTHON := $(abspath $(PY))
+
+.PHONY: demo test lint rust-test py-test install dev bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+## Release build of the package plus the test dependencies, into .venv.
+install: $(PY)
+	$(PY) -m pip install --quiet '.[test]'
+
+## The main job: a short tour of what joblib-rs does, with timings against joblib.
+demo: install
+	$(PY) demo/demo.py
+
+## Every test: formatting, lints, the Rust core's tests, ruff, pytest.
+test: install lint rust-test py-test
+
+lint: $(PY)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benchmarks demo
+
+rust-test:
+	cargo test -p joblib-core
+
+py-test:
+	$(PY) -m pytest
+
+## Editable install with a quick optimised build, for development.
+dev: $(PY)
+	$(PY) -m pip install --quiet maturin
+	MATURIN_PEP517_ARGS="--profile dev-fast" $(PY) -m pip install --quiet -e '.[test]'
+
+## Side-by-side benchmarks against joblib.
+bench: install
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) target

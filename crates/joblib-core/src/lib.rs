@@ -1,0 +1,11 @@
+//! Pure-Rust core of joblib-rs.
+//!
+//! Nothing here knows about Python: the bindings crate (`joblib-py`) walks Python objects and
+//! feeds this crate plain bytes, numbers and structure events. Every module is testable with
+//! `cargo test -p joblib-core` alone.
+//!
+//! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
+//! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
+
+pub mod hash;
+pub mod threads;

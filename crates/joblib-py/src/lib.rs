@@ -1,0 +1,15 @@
+//! `joblib_rs._core`: the PyO3 bindings of joblib-core.
+//!
+//! Thin by design: each file converts Python values for one core module, releases the GIL
+//! around long operations, and maps errors through [`errors`]. Logic belongs in joblib-core.
+
+use pyo3::prelude::*;
+
+mod errors;
+
+/// The compiled core of joblib-rs.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
