@@ -17,9 +17,10 @@ import sys
 import textwrap
 import threading
 
-import joblib_rs
 import numpy as np
 import pytest
+
+import joblib_rs
 from joblib_rs import hash
 from joblib_rs import hashing as hashing_module
 
