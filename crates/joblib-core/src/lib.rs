@@ -5,7 +5,9 @@
 //! `cargo test -p joblib-core` alone.
 //!
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
+//! - [`pool`]: the worker process pool behind the default `'loky'` backend.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
 pub mod hash;
+pub mod pool;
 pub mod threads;
