@@ -4,7 +4,8 @@
 //! each core error becomes is decided here and nowhere else.
 
 use joblib_core::hash::HashError;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use joblib_core::pool::PoolError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::import_exception!(pickle, PicklingError);
@@ -22,6 +23,18 @@ impl ToPyErr for HashError {
                 PyValueError::new_err(self.to_string())
             }
             HashError::Unbalanced(_) => PyRuntimeError::new_err(self.to_string()),
+        }
+    }
+}
+
+impl ToPyErr for PoolError {
+    fn to_py_err(&self) -> PyErr {
+        match self {
+            PoolError::Io(_) => PyOSError::new_err(self.to_string()),
+            PoolError::InvalidSize(_) => PyValueError::new_err(self.to_string()),
+            PoolError::Protocol(_) | PoolError::Closed(_) => {
+                PyRuntimeError::new_err(self.to_string())
+            }
         }
     }
 }

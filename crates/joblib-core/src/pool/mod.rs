@@ -3,7 +3,7 @@
 //! ```text
 //!   submit(payload) ──► tasks (one queue) ──┬──► writer thread 0 ──frame──► worker 0 (python)
 //!                                           └──► writer thread 1 ──frame──► worker 1
-//!                          at most IN_FLIGHT tasks per worker (credits)      │
+//!                          one task per worker at a time (credits)           │
 //!   next_event() ◄── events ◄── reader thread 0 ◄──frame── Done/Failed ──────┘
 //!                         ◄── reader thread 1 ◄── ...
 //!                         ◄── WorkerDied{exit status, lost tasks} on EOF + waitpid
@@ -32,9 +32,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 pub use frame::{Frame, FrameKind, MAX_FRAME, read_frame, write_frame};
 pub use spawn::{WORKER_FD, WorkerCommand, spawn_worker};
 
-/// Tasks sent to one worker before its first result is back: keeps it busy across the
-/// round trip without starving the other workers.
-const IN_FLIGHT: usize = 2;
+/// Tasks a worker holds at once. One: a task never queues behind a long one on a busy worker
+/// while another worker is idle. The round trip this costs per task is amortised by
+/// `Parallel`'s auto-batching.
+const IN_FLIGHT: usize = 1;
 
 /// Errors of the pool.
 #[derive(Debug, thiserror::Error)]

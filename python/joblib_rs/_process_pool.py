@@ -1,0 +1,264 @@
+"""Python side of the Rust process pool: futures, pickling, and the pool's lifetime.
+
+::
+
+    submit(fn) ─ cloudpickle ─► _core.ProcessPool ══ frames ══► worker processes
+        │                              ║ (Rust threads, no GIL)
+    Future ◄─ set_result ◄─ result thread ◄─ next_event() ◄─────┘
+
+One result thread per pool blocks in Rust (without the GIL) on the pool's event queue and
+resolves futures, so callers wait on events, never on a polling sleep. ``get_pool`` keeps one
+pool per process, reused across calls of the same size, replaced when broken or resized, shut
+down after ``idle_timeout`` seconds without use and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import cloudpickle
+
+from joblib_rs import _core
+from joblib_rs.exceptions import RemoteTraceback, TerminatedWorkerError
+
+__all__ = ["ProcessPool", "current_pool", "get_pool", "release_pool", "shutdown_pool"]
+
+#: Environment variables limiting native thread pools (BLAS, OpenMP...) in workers.
+THREAD_LIMIT_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_environment(n_workers: int) -> dict[str, str]:
+    """Variables added to the workers' environment: native thread limits, unless set by the
+    user, so ``n_workers`` processes do not each start one thread per core."""
+    per_worker = str(max(_usable_cpus() // max(n_workers, 1), 1))
+    return {var: per_worker for var in THREAD_LIMIT_VARS if var not in os.environ}
+
+
+def _describe_exit(how: str, value: int) -> str:
+    if how == "signal":
+        try:
+            name = signal.Signals(value).name
+        except ValueError:
+            name = f"signal {value}"
+        return f"killed by {name} (exit code {-value})"
+    if how == "code":
+        return f"exited with code {value}"
+    return "ended for an unknown reason"
+
+
+class ProcessPool:
+    """A pool of ``n_workers`` worker processes running pickled callables.
+
+    Parameters
+    ----------
+    n_workers : int
+        Number of worker processes, all started at once.
+    env : dict, optional
+        Environment variables added to the workers' environment.
+    """
+
+    def __init__(self, n_workers: int, env: dict[str, str] | None = None) -> None:
+        init = pickle.dumps({"sys_path": list(sys.path)})
+        self.n_workers = n_workers
+        self._pool = _core.ProcessPool(
+            n_workers,
+            sys.executable,
+            ["-m", "joblib_rs._worker"],
+            sorted((env or {}).items()),
+            os.getcwd(),
+            init,
+        )
+        self._futures: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self.broken: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._collect, name="joblib-rs-results",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return list(self._pool.pids)
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Runs ``fn()`` in a worker; returns a future of its result.
+
+        Raises
+        ------
+        pickle.PicklingError
+            If ``fn`` (with its arguments) cannot be pickled; nothing is sent then.
+        TerminatedWorkerError
+            If a worker of this pool died.
+        """
+        if self.broken is not None:
+            raise self.broken
+        try:
+            payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise pickle.PicklingError(
+                f"Could not pickle the task to send it to the workers: {exc}") from exc
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a pool that is shut down")
+            task_id = self._pool.submit(payload)
+            self._futures[task_id] = future
+        return future
+
+    def _collect(self) -> None:
+        while True:
+            kind, ident, data = self._pool.next_event(None)
+            if kind == "closed":
+                break
+            if kind == "ready":
+                continue
+            if kind == "died":
+                how, value, _lost = data
+                self._break(TerminatedWorkerError(
+                    f"A worker process (pid {ident}) of the joblib-rs pool was unexpectedly "
+                    f"terminated: it {_describe_exit(how, value)}. This can be caused by a "
+                    "segmentation fault in the function or by excessive memory use making the "
+                    "operating system kill the worker."))
+                break
+            with self._lock:
+                future = self._futures.pop(ident, None)
+            if future is None:
+                continue
+            try:
+                if kind == "done":
+                    future.set_result(pickle.loads(data))
+                else:
+                    exc, text = pickle.loads(data)
+                    exc.__cause__ = RemoteTraceback(text)
+                    future.set_exception(exc)
+            except BaseException as exc:  # unpickling the outcome failed
+                if not future.done():
+                    future.set_exception(exc)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        with self._lock:
+            pending = list(self._futures.values())
+            self._futures.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        self.broken = exc
+        self._fail_pending(exc)
+        self._pool.terminate()
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Lets the workers finish and exit (killing them after ``grace`` seconds)."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(grace)
+        self._fail_pending(RuntimeError("the process pool was shut down"))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=grace + 5)
+
+    def terminate(self) -> None:
+        """Kills every worker now; pending futures fail."""
+        with self._lock:
+            self._closed = True
+        self._pool.terminate()
+        self._fail_pending(RuntimeError("the process pool was terminated"))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+
+_pool: ProcessPool | None = None
+_pool_lock = threading.RLock()
+_users = 0  # calls between get_pool and release_pool
+_idle_timer: threading.Timer | None = None
+
+
+def get_pool(n_workers: int) -> ProcessPool:
+    """The process's shared pool with ``n_workers`` workers, reused when it can be.
+
+    Every call must be paired with :func:`release_pool` once its tasks are done.
+    """
+    global _pool, _users
+    with _pool_lock:
+        _cancel_idle_timer()
+        if _pool is not None and (_pool.n_workers != n_workers or _pool.broken is not None
+                                  or _pool._closed):
+            _pool.terminate()
+            _pool = None
+        if _pool is None:
+            _pool = ProcessPool(n_workers, env=worker_environment(n_workers))
+        _users += 1
+        return _pool
+
+
+def release_pool(idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+    """Ends a use of the shared pool: unused for ``idle_timeout`` seconds, it shuts down."""
+    global _idle_timer, _users
+    with _pool_lock:
+        _users = max(_users - 1, 0)
+        _cancel_idle_timer()
+        if _pool is not None and _users == 0:
+            _idle_timer = threading.Timer(idle_timeout, _shutdown_if_idle)
+            _idle_timer.daemon = True
+            _idle_timer.start()
+
+
+def _cancel_idle_timer() -> None:
+    global _idle_timer
+    if _idle_timer is not None:
+        _idle_timer.cancel()
+        _idle_timer = None
+
+
+def _shutdown_if_idle() -> None:
+    with _pool_lock:
+        if _users == 0:
+            shutdown_pool()
+
+
+def current_pool() -> ProcessPool | None:
+    """The shared pool if one is running (for inspection and tests)."""
+    return _pool
+
+
+def shutdown_pool(kill: bool = False) -> None:
+    """Shuts the shared pool down (at exit, after the idle timeout, or on demand)."""
+    global _pool, _users
+    with _pool_lock:
+        _cancel_idle_timer()
+        pool, _pool = _pool, None
+        _users = 0
+    if pool is not None:
+        if kill:
+            pool.terminate()
+        else:
+            pool.shutdown()
+
+
+atexit.register(shutdown_pool)
