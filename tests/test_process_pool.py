@@ -256,3 +256,25 @@ def test_terminate_fails_pending_futures_and_kills_workers():
         with pytest.raises(RuntimeError, match="terminated"):
             future.result(timeout=TIMEOUT)
     assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+
+
+def test_initializer_runs_in_each_worker():
+    def setup(tag):
+        import builtins
+
+        builtins._joblib_rs_test_tag = (tag, os.getpid())
+
+    p = ProcessPool(2, initializer=setup, initargs=("configured",))
+    try:
+        def read_tag():
+            import builtins
+
+            time.sleep(0.2)
+            return builtins._joblib_rs_test_tag
+
+        tags = [f.result(timeout=TIMEOUT) for f in [p.submit(read_tag) for _ in range(2)]]
+        pids = set(p.pids)
+    finally:
+        p.terminate()
+    assert {tag for tag, _ in tags} == {"configured"}
+    assert {pid for _, pid in tags} == pids

@@ -79,10 +79,23 @@ class ProcessPool:
         Number of worker processes, all started at once.
     env : dict, optional
         Environment variables added to the workers' environment.
+    initializer : callable, optional
+        Called as ``initializer(*initargs)`` in each worker at start-up.
+    initargs : tuple, default=()
+        Arguments of ``initializer``.
     """
 
-    def __init__(self, n_workers: int, env: dict[str, str] | None = None) -> None:
-        init = pickle.dumps({"sys_path": list(sys.path)})
+    def __init__(
+        self,
+        n_workers: int,
+        env: dict[str, str] | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple = (),
+    ) -> None:
+        settings: dict[str, Any] = {"sys_path": list(sys.path)}
+        if initializer is not None:
+            settings["initializer"] = cloudpickle.dumps((initializer, tuple(initargs)))
+        init = pickle.dumps(settings)
         self.n_workers = n_workers
         self._pool = _core.ProcessPool(
             n_workers,

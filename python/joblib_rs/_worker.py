@@ -61,6 +61,10 @@ def _failure_payload(exc: BaseException) -> bytes:
 
 def _apply_init(settings: dict) -> None:
     sys.path[:] = settings.get("sys_path", sys.path)
+    initializer = settings.get("initializer")
+    if initializer is not None:
+        func, args = pickle.loads(initializer)
+        func(*args)
 
 
 def main() -> None:
