@@ -4,5 +4,25 @@ Use it as ``import joblib_rs as joblib``.
 """
 
 from joblib_rs._core import __version__
+from joblib_rs._cpu import cpu_count
+from joblib_rs._parallel_backends import ParallelBackendBase
+from joblib_rs.parallel import (
+    Parallel,
+    delayed,
+    effective_n_jobs,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "Parallel",
+    "ParallelBackendBase",
+    "__version__",
+    "cpu_count",
+    "delayed",
+    "effective_n_jobs",
+    "parallel_backend",
+    "parallel_config",
+    "register_parallel_backend",
+]
