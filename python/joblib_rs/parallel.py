@@ -533,6 +533,7 @@ _BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def _eval_expr(expr: str) -> float:
     """Evaluate an arithmetic ``pre_dispatch`` expression such as ``'1.5*4'``, safely."""
     if len(expr) > 30:
