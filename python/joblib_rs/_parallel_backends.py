@@ -342,6 +342,8 @@ class AutoBatchingMixin:
 
     MIN_IDEAL_BATCH_DURATION = 0.2
     MAX_IDEAL_BATCH_DURATION = 2.0
+    # Print size changes at verbose >= 10, as joblib's process backends do.
+    _report_batch_size_changes = True
 
     _DEFAULT_EFFECTIVE_BATCH_SIZE = 1
     _DEFAULT_SMOOTHED_BATCH_DURATION = 0.0
@@ -371,7 +373,7 @@ class AutoBatchingMixin:
             # The running mean belongs to the old size; start afresh.
             self._smoothed_batch_duration = self._DEFAULT_SMOOTHED_BATCH_DURATION
             parallel = getattr(self, "parallel", None)
-            if parallel is not None and parallel.verbose >= 10:
+            if self._report_batch_size_changes and parallel is not None and parallel.verbose >= 10:
                 parallel._print(
                     f"Batch computation too {reason} ({duration}s.) Setting batch_size={size}."
                 )
@@ -410,6 +412,8 @@ class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
     # Threads dispatch in microseconds: short batches keep the load balanced.
     MIN_IDEAL_BATCH_DURATION = 0.005
     MAX_IDEAL_BATCH_DURATION = 0.05
+    # joblib's threading backend has no batching to report: keep its verbose output.
+    _report_batch_size_changes = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
