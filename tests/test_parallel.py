@@ -47,8 +47,27 @@ def test_results_come_back_in_input_order(backend):
 def test_delayed_captures_function_and_arguments():
     func, args, kwargs = delayed(divmod)(7, 2)
     assert (func, args, kwargs) == (divmod, (7, 2), {})
-    assert delayed(square).__name__ == "square"
     assert delayed(square)(3, extra=1) == (square, (3,), {"extra": 1})
+
+
+def test_delayed_function_looks_like_the_function():
+    import inspect
+    import pickle
+
+    def documented(a, b=2):
+        """Adds."""
+        return a + b
+
+    d = delayed(documented)
+    assert d.__name__ == "documented"
+    assert d.__qualname__.endswith("documented")
+    assert d.__doc__ == "Adds."
+    assert d.__wrapped__ is documented
+    assert str(inspect.signature(d)) == "(a, b=2)"
+    with pytest.raises(AttributeError):
+        d.no_such_attribute  # noqa: B018
+    restored = pickle.loads(pickle.dumps(delayed(math.sqrt)))
+    assert restored(4) == (math.sqrt, (4,), {})
 
 
 def test_keyword_arguments_reach_the_function():
