@@ -266,3 +266,59 @@ def _threaded_sum_in_child(_):
     with parallel_config(backend="threading", n_jobs=2):
         # Inside a worker process: the nested default is threads at nesting level 1.
         return sum(Parallel(n_jobs=2, backend="threading")(delayed(abs)(i) for i in range(4)))
+
+
+# ----------------------------------------------------------------------------- loky pool reuse
+
+
+def _pids_of_two_workers(backend="loky", **kwargs):
+    # batch_size=1 and a barrier-free short sleep-free task: collect pids over many tasks.
+    return set(
+        Parallel(n_jobs=2, backend=backend, batch_size=1, **kwargs)(
+            delayed(_pid)(i) for i in range(40)
+        )
+    )
+
+
+def test_loky_keeps_its_worker_processes_between_calls():
+    first = _pids_of_two_workers()
+    second = _pids_of_two_workers()
+    assert second <= first
+    # The legacy multiprocessing backend starts a new pool for every call, as joblib's does.
+    assert not (_pids_of_two_workers("multiprocessing") & first)
+
+
+def test_loky_pool_is_replaced_after_an_error():
+    before = _pids_of_two_workers()
+    with pytest.raises(ZeroDivisionError):
+        Parallel(n_jobs=2, backend="loky")(delayed(divmod)(1, i) for i in [1, 0, 2])
+    after = _pids_of_two_workers()
+    assert not (before & after)
+
+
+def test_loky_pool_stops_after_the_idle_timeout():
+    from joblib_rs._parallel_backends import _reusable_pool
+
+    _pids_of_two_workers(idle_worker_timeout=0.1)
+    pool = _reusable_pool._pool
+    timer = _reusable_pool._timer
+    assert pool is not None and timer is not None
+    timer.join(WAIT)
+    assert _reusable_pool._pool is None
+    # A later call starts a fresh pool.
+    assert len(_pids_of_two_workers()) >= 1
+
+
+def test_concurrent_loky_calls_each_get_workers():
+    results = {}
+
+    def run(name):
+        results[name] = Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(50))
+
+    # A loky call from a non-main thread at nesting level 0 is allowed, as in joblib.
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert results == {0: list(range(50)), 1: list(range(50))}

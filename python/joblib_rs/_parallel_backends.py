@@ -21,6 +21,7 @@ joblib's, so third-party backends written for joblib work unchanged:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing as mp
 import os
@@ -586,8 +587,10 @@ class LokyBackend(MultiprocessingBackend):
 
     Until the Rust process pool lands (issue 6) this runs on the same
     :class:`multiprocessing.Pool` machinery as :class:`MultiprocessingBackend`, with loky's
-    interface: ``inner_max_num_threads`` and ``idle_worker_timeout`` are accepted, BLAS thread
-    limits are set in the workers, and nesting under it is refused with loky's warnings.
+    interface and habits: the worker processes are kept between calls with the same settings
+    and stop after ``idle_worker_timeout`` seconds unused (default 300);
+    ``inner_max_num_threads`` limits BLAS threads in the workers; nesting under it is refused
+    with loky's warnings.
     """
 
     supports_inner_max_num_threads = True
@@ -615,6 +618,119 @@ class LokyBackend(MultiprocessingBackend):
         return super().configure(n_jobs=n_jobs, parallel=parallel, **backend_kwargs)
 
     def _make_pool(self, context: Any, n_jobs: int, initargs: tuple, options: dict) -> Any:
-        # Idle shutdown is the Rust pool's business; a per-call pool has no idle time.
-        options.pop("idle_worker_timeout", None)
-        return super()._make_pool(context, n_jobs, initargs, options)
+        idle_timeout = options.pop("idle_worker_timeout", None)
+        if idle_timeout is None:
+            idle_timeout = self.backend_kwargs.get("idle_worker_timeout", 300)
+        self._idle_timeout = idle_timeout
+        key = (context, n_jobs, initargs, sorted(options.items()))
+        return _reusable_pool.acquire(
+            key, lambda: super(LokyBackend, self)._make_pool(context, n_jobs, initargs, options)
+        )
+
+    def terminate(self) -> None:
+        """Keep the worker processes for the next call (shut down after the idle timeout)."""
+        if self._pool is not None:
+            _reusable_pool.release(self._pool, getattr(self, "_idle_timeout", 300))
+            self._pool = None
+        self.reset_batch_stats()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Kill the workers (they may be busy with cancelled tasks); restart if still in use."""
+        if self._pool is not None:
+            _reusable_pool.discard(self._pool)
+            self._pool = None
+        self.reset_batch_stats()
+        if ensure_ready and self.parallel is not None:
+            self.configure(
+                n_jobs=self.parallel.n_jobs,
+                parallel=self.parallel,
+                **self.parallel._backend_kwargs,
+            )
+
+
+class _ReusablePool:
+    """One process pool kept alive between ``'loky'`` calls, as loky's reusable executor is.
+
+    Handed to one call at a time (a concurrent call gets a private pool, terminated after
+    it), replaced when a call needs other settings, and shut down after ``idle_timeout``
+    seconds without use by a timer thread (no polling) or at interpreter exit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: Any = None
+        self._key: Any = None
+        self._busy = False
+        self._timer: threading.Timer | None = None
+
+    def acquire(self, key: Any, make: Callable[[], Any]) -> Any:
+        stale = None
+        with self._lock:
+            if self._pool is not None and not self._busy:
+                self._cancel_timer()
+                if self._key == key:
+                    self._busy = True
+                    return self._pool
+                stale, self._pool = self._pool, None
+            elif self._busy:
+                return make()
+            self._busy = True
+        if stale is not None:
+            stale.terminate()
+        try:
+            pool = make()
+        except BaseException:
+            with self._lock:
+                self._busy = False
+            raise
+        with self._lock:
+            self._pool, self._key = pool, key
+        return pool
+
+    def release(self, pool: Any, idle_timeout: float) -> None:
+        with self._lock:
+            if pool is self._pool:
+                self._busy = False
+                self._cancel_timer()
+                self._timer = threading.Timer(idle_timeout, self._expire, args=(pool,))
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        pool.terminate()
+
+    def discard(self, pool: Any) -> None:
+        with self._lock:
+            if pool is self._pool:
+                self._pool, self._key, self._busy = None, None, False
+                self._cancel_timer()
+        pool.terminate()
+
+    def _expire(self, pool: Any) -> None:
+        with self._lock:
+            if pool is not self._pool or self._busy:
+                return
+            self._pool, self._key = None, None
+        pool.terminate()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool, self._key, self._busy = self._pool, None, None, False
+            self._cancel_timer()
+        if pool is not None:
+            pool.terminate()
+
+    def forget(self) -> None:
+        # In a forked child the parent's pool is not ours to use or terminate.
+        self._lock = threading.Lock()
+        self._pool, self._key, self._busy, self._timer = None, None, False, None
+
+
+_reusable_pool = _ReusablePool()
+atexit.register(_reusable_pool.shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reusable_pool.forget)
