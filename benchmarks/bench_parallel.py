@@ -67,11 +67,11 @@ def _processes(mod, calls: int) -> None:
 
 WORKLOADS: list[tuple[str, Callable, int, int, str]] = [
     # name, function, size, quick size, what one size unit is
-    ("threading: 100k tiny tasks", _tiny_tasks, 100_000, 10_000, "call"),
+    ("threading: {n} tiny tasks", _tiny_tasks, 100_000, 10_000, "call"),
     ("threading: 10-task call, warm", _small_call, 200, 20, "per call"),
-    ("n_jobs=1: 100k tiny tasks", _sequential, 100_000, 10_000, "call"),
-    ("generator: 20k tiny tasks", _generator, 20_000, 2_000, "call"),
-    ("threads: 200 x np.dot 200x200", _numpy_threads, 200, 40, "call"),
+    ("n_jobs=1: {n} tiny tasks", _sequential, 100_000, 10_000, "call"),
+    ("generator: {n} tiny tasks", _generator, 20_000, 2_000, "call"),
+    ("threads: {n} x np.dot 200x200", _numpy_threads, 200, 40, "call"),
     ("default backend: 10-task call", _processes, 10, 3, "per call"),
 ]
 
@@ -94,9 +94,10 @@ def main() -> None:
     print(f"joblib {joblib.__version__} vs joblib-rs {joblib_rs.__version__}")
     print(f"{'workload':34} {'joblib':>11} {'joblib-rs':>11} {'ratio':>8}")
     for name, func, size, quick_size, unit in WORKLOADS:
+        n = quick_size if args.quick else size
+        name = name.format(n=n)
         if args.only and not any(name.startswith(p) for p in args.only.split(",")):
             continue
-        n = quick_size if args.quick else size
         per = n if unit == "per call" else 1
         # Warm both (threads, imports, process pools) before timing.
         func(joblib, min(n, 10))
