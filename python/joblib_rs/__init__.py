@@ -3,7 +3,33 @@
 Use it as ``import joblib_rs as joblib``.
 """
 
+from joblib_rs._cloudpickle_wrapper import wrap_non_picklable_objects
 from joblib_rs._core import __version__
+from joblib_rs._cpu import cpu_count
+from joblib_rs._parallel_backends import ParallelBackendBase
+from joblib_rs.exceptions import BrokenProcessPool, TerminatedWorkerError
 from joblib_rs.hashing import hash
+from joblib_rs.parallel import (
+    Parallel,
+    delayed,
+    effective_n_jobs,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
+)
 
-__all__ = ["__version__", "hash"]
+__all__ = [
+    "BrokenProcessPool",
+    "Parallel",
+    "ParallelBackendBase",
+    "TerminatedWorkerError",
+    "__version__",
+    "cpu_count",
+    "delayed",
+    "effective_n_jobs",
+    "hash",
+    "parallel_backend",
+    "parallel_config",
+    "register_parallel_backend",
+    "wrap_non_picklable_objects",
+]
