@@ -13,8 +13,9 @@ import time
 import traceback
 
 import joblib
-import joblib_rs
 import pytest
+
+import joblib_rs
 from joblib_rs import Parallel, delayed, parallel_config
 from joblib_rs._parallel_backends import SequentialBackend, ThreadingBackend
 

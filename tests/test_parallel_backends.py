@@ -5,6 +5,7 @@ import threading
 import warnings
 
 import pytest
+
 from joblib_rs import Parallel, delayed, parallel_config
 from joblib_rs._parallel_backends import (
     AutoBatchingMixin,

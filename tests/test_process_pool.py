@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 from joblib_rs import _process_pool
-from joblib_rs._process_pool import ProcessPool, get_pool, release_pool, shutdown_pool
+from joblib_rs._process_pool import ProcessPool
 from joblib_rs.exceptions import RemoteTraceback, TerminatedWorkerError
 
 TIMEOUT = 60
@@ -131,27 +131,6 @@ def test_a_dying_worker_fails_the_tasks_with_terminated_worker_error(case):
         p.terminate()
 
 
-def test_kill_9_from_outside_and_the_next_pool_works():
-    p = get_pool(2)
-    try:
-        victim = p.pids[0]
-        futures = [p.submit(lambda: time.sleep(30)) for _ in range(2)]
-        time.sleep(0.5)
-        os.kill(victim, signal.SIGKILL)
-        with pytest.raises(TerminatedWorkerError, match="SIGKILL"):
-            futures[0].result(timeout=TIMEOUT)
-        assert _wait_until(lambda: not any(_alive(pid) for pid in p.pids))
-    finally:
-        release_pool()
-    fresh = get_pool(2)
-    try:
-        assert fresh is not p
-        assert fresh.submit(lambda: "alive").result(timeout=TIMEOUT) == "alive"
-    finally:
-        release_pool()
-        shutdown_pool()
-
-
 def test_memory_error_in_worker_is_an_exception(pool):
     def exhaust():
         import resource
@@ -161,30 +140,6 @@ def test_memory_error_in_worker_is_an_exception(pool):
 
     with pytest.raises(MemoryError):
         pool.submit(exhaust).result(timeout=TIMEOUT)
-
-
-def test_shared_pool_is_reused_and_resized():
-    try:
-        first = get_pool(2)
-        pids = first.pids
-        release_pool()
-        again = get_pool(2)
-        assert again is first and again.pids == pids
-        release_pool()
-        bigger = get_pool(3)
-        assert len(bigger.pids) == 3
-        assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
-        release_pool()
-    finally:
-        shutdown_pool()
-
-
-def test_idle_pool_shuts_down():
-    p = get_pool(2)
-    pids = p.pids
-    release_pool(idle_timeout=0.2)
-    assert _wait_until(lambda: _process_pool.current_pool() is None)
-    assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
 
 
 def test_workers_get_thread_limits_cwd_and_sys_path(tmp_path, monkeypatch):

@@ -583,23 +583,25 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
 
 
 class LokyBackend(MultiprocessingBackend):
-    """The default process backend, ``'loky'``.
+    """The default process backend, ``'loky'``: joblib-rs's Rust process pool.
 
-    Until the Rust process pool lands (issue 6) this runs on the same
-    :class:`multiprocessing.Pool` machinery as :class:`MultiprocessingBackend`, with loky's
-    interface and habits: the worker processes are kept between calls with the same settings
-    and stop after ``idle_worker_timeout`` seconds unused (default 300);
-    ``inner_max_num_threads`` limits BLAS threads in the workers; nesting under it is refused
-    with loky's warnings.
+    Workers are fresh ``python -m joblib_rs._worker`` interpreters (never forks of the
+    caller) started and driven by Rust threads (see ``docs/pool.md``); batches travel with
+    cloudpickle, so lambdas, closures and functions defined in ``__main__`` work. The pool is
+    kept between calls with the same settings and shuts down after ``idle_worker_timeout``
+    seconds unused (default 300). A worker that dies fails the call with
+    :class:`~joblib_rs.exceptions.TerminatedWorkerError` and the next call gets a fresh pool.
+    ``inner_max_num_threads`` limits BLAS threads in the workers; ``initializer`` and
+    ``initargs`` run in each worker at start-up.
     """
 
     supports_inner_max_num_threads = True
     supports_return_generator = True
 
-    _POOL_OPTIONS = (*MultiprocessingBackend._POOL_OPTIONS, "idle_worker_timeout")
+    _POOL_OPTIONS = ("initializer", "initargs", "idle_worker_timeout")
 
     def _nested_refusal(self) -> str | None:
-        if mp.current_process().daemon:
+        if mp.current_process().daemon or os.environ.get("JOBLIB_RS_WORKER") == "1":
             return (
                 "Loky-backed parallel loops cannot be called in a multiprocessing, "
                 "setting n_jobs=1"
@@ -609,23 +611,47 @@ class LokyBackend(MultiprocessingBackend):
         return None
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
-        """Start the worker processes (or fall back to sequential for one)."""
+        """Get the worker processes ready (or fall back to sequential for one)."""
+        from joblib_rs._process_pool import ProcessPool
+
         if "timeout" in backend_kwargs:
             raise ValueError(
                 "The 'timeout' parameter is not supported by the LokyBackend. "
                 "Please use the `idle_worker_timeout` parameter instead."
             )
-        return super().configure(n_jobs=n_jobs, parallel=parallel, **backend_kwargs)
-
-    def _make_pool(self, context: Any, n_jobs: int, initargs: tuple, options: dict) -> Any:
-        idle_timeout = options.pop("idle_worker_timeout", None)
-        if idle_timeout is None:
-            idle_timeout = self.backend_kwargs.get("idle_worker_timeout", 300)
-        self._idle_timeout = idle_timeout
-        key = (context, n_jobs, initargs, sorted(options.items()))
-        return _reusable_pool.acquire(
-            key, lambda: super(LokyBackend, self)._make_pool(context, n_jobs, initargs, options)
+        n_jobs = self.effective_n_jobs(n_jobs)
+        if n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        options = {**self.backend_kwargs, **backend_kwargs}
+        for name in self._IGNORED_OPTIONS:
+            options.pop(name, None)
+        unknown = sorted(set(options) - set(self._POOL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
+                f"expected some of {list(self._POOL_OPTIONS)}"
+            )
+        self._idle_timeout = options.get("idle_worker_timeout", 300)
+        env = self._prepare_worker_env(n_jobs)
+        initializer = options.get("initializer")
+        initargs = tuple(options.get("initargs", ()))
+        key = ("joblib-rs", n_jobs, tuple(sorted(env.items())), initializer, initargs)
+        self.parallel = parallel
+        self._pool = _reusable_pool.acquire(
+            key, lambda: ProcessPool(n_jobs, env=env, initializer=initializer, initargs=initargs)
         )
+        return n_jobs
+
+    def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None):
+        """Send the batch to a worker; ``callback`` gets the future when it is done."""
+        future = self._pool.submit(func)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def retrieve_result_callback(self, out: Any) -> Any:
+        """The batch's results, or its exception raised (worker traceback as cause)."""
+        return out.result()
 
     def terminate(self) -> None:
         """Keep the worker processes for the next call (shut down after the idle timeout)."""
@@ -668,7 +694,8 @@ class _ReusablePool:
         with self._lock:
             if self._pool is not None and not self._busy:
                 self._cancel_timer()
-                if self._key == key:
+                # A worker may have died while the pool sat idle: never hand out a broken pool.
+                if self._key == key and getattr(self._pool, "broken", None) is None:
                     self._busy = True
                     return self._pool
                 stale, self._pool = self._pool, None

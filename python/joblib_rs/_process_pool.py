@@ -7,14 +7,13 @@
     Future ◄─ set_result ◄─ result thread ◄─ next_event() ◄─────┘
 
 One result thread per pool blocks in Rust (without the GIL) on the pool's event queue and
-resolves futures, so callers wait on events, never on a polling sleep. ``get_pool`` keeps one
-pool per process, reused across calls of the same size, replaced when broken or resized, shut
-down after ``idle_timeout`` seconds without use and at interpreter exit.
+resolves futures, so callers wait on events, never on a polling sleep. Reuse between
+``Parallel`` calls, the idle timeout and shutdown at exit are the ``'loky'`` backend's
+business (``_parallel_backends.LokyBackend``).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import pickle
 import signal
@@ -29,7 +28,7 @@ import cloudpickle
 from joblib_rs import _core
 from joblib_rs.exceptions import RemoteTraceback, TerminatedWorkerError
 
-__all__ = ["ProcessPool", "current_pool", "get_pool", "release_pool", "shutdown_pool"]
+__all__ = ["ProcessPool", "worker_environment"]
 
 #: Environment variables limiting native thread pools (BLAS, OpenMP...) in workers.
 THREAD_LIMIT_VARS = (
@@ -40,9 +39,6 @@ THREAD_LIMIT_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-
-DEFAULT_IDLE_TIMEOUT = 300.0
-
 
 def _usable_cpus() -> int:
     try:
@@ -204,74 +200,3 @@ class ProcessPool:
         self._fail_pending(RuntimeError("the process pool was terminated"))
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
-
-
-_pool: ProcessPool | None = None
-_pool_lock = threading.RLock()
-_users = 0  # calls between get_pool and release_pool
-_idle_timer: threading.Timer | None = None
-
-
-def get_pool(n_workers: int) -> ProcessPool:
-    """The process's shared pool with ``n_workers`` workers, reused when it can be.
-
-    Every call must be paired with :func:`release_pool` once its tasks are done.
-    """
-    global _pool, _users
-    with _pool_lock:
-        _cancel_idle_timer()
-        if _pool is not None and (_pool.n_workers != n_workers or _pool.broken is not None
-                                  or _pool._closed):
-            _pool.terminate()
-            _pool = None
-        if _pool is None:
-            _pool = ProcessPool(n_workers, env=worker_environment(n_workers))
-        _users += 1
-        return _pool
-
-
-def release_pool(idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-    """Ends a use of the shared pool: unused for ``idle_timeout`` seconds, it shuts down."""
-    global _idle_timer, _users
-    with _pool_lock:
-        _users = max(_users - 1, 0)
-        _cancel_idle_timer()
-        if _pool is not None and _users == 0:
-            _idle_timer = threading.Timer(idle_timeout, _shutdown_if_idle)
-            _idle_timer.daemon = True
-            _idle_timer.start()
-
-
-def _cancel_idle_timer() -> None:
-    global _idle_timer
-    if _idle_timer is not None:
-        _idle_timer.cancel()
-        _idle_timer = None
-
-
-def _shutdown_if_idle() -> None:
-    with _pool_lock:
-        if _users == 0:
-            shutdown_pool()
-
-
-def current_pool() -> ProcessPool | None:
-    """The shared pool if one is running (for inspection and tests)."""
-    return _pool
-
-
-def shutdown_pool(kill: bool = False) -> None:
-    """Shuts the shared pool down (at exit, after the idle timeout, or on demand)."""
-    global _pool, _users
-    with _pool_lock:
-        _cancel_idle_timer()
-        pool, _pool = _pool, None
-        _users = 0
-    if pool is not None:
-        if kill:
-            pool.terminate()
-        else:
-            pool.shutdown()
-
-
-atexit.register(shutdown_pool)

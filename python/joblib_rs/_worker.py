@@ -70,6 +70,8 @@ def _apply_init(settings: dict) -> None:
 def main() -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Tells joblib-rs code running here that it is inside a worker (no nested process pools).
+    os.environ["JOBLIB_RS_WORKER"] = "1"
     sock = socket.socket(fileno=WORKER_FD)
     stream = sock.makefile("rb", buffering=1 << 16)
     first = _read_frame(stream)
