@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 import warnings
 
 import pytest
@@ -301,10 +302,10 @@ def test_loky_pool_stops_after_the_idle_timeout():
     from joblib_rs._parallel_backends import _reusable_pool
 
     _pids_of_two_workers(idle_worker_timeout=0.1)
-    pool = _reusable_pool._pool
-    timer = _reusable_pool._timer
-    assert pool is not None and timer is not None
-    timer.join(WAIT)
+    assert _reusable_pool._pool is not None
+    deadline = time.monotonic() + WAIT
+    while _reusable_pool._pool is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _reusable_pool._pool is None
     # A later call starts a fresh pool.
     assert len(_pids_of_two_workers()) >= 1

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import pickle
 import threading
+import time
 import traceback
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -678,22 +679,26 @@ class _ReusablePool:
     """One process pool kept alive between ``'loky'`` calls, as loky's reusable executor is.
 
     Handed to one call at a time (a concurrent call gets a private pool, terminated after
-    it), replaced when a call needs other settings, and shut down after ``idle_timeout``
-    seconds without use by a timer thread (no polling) or at interpreter exit.
+    it), replaced when a call needs other settings or is broken, and shut down after
+    ``idle_timeout`` seconds without use or at interpreter exit. One daemon reaper thread per
+    process sleeps on a condition until the idle deadline (no polling, and no thread started
+    per call: starting one costs about a millisecond).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._pool: Any = None
         self._key: Any = None
         self._busy = False
-        self._timer: threading.Timer | None = None
+        self._deadline: float | None = None
+        self._reaper: threading.Thread | None = None
 
     def acquire(self, key: Any, make: Callable[[], Any]) -> Any:
         stale = None
         with self._lock:
             if self._pool is not None and not self._busy:
-                self._cancel_timer()
+                self._deadline = None
                 # A worker may have died while the pool sat idle: never hand out a broken pool.
                 if self._key == key and getattr(self._pool, "broken", None) is None:
                     self._busy = True
@@ -718,10 +723,13 @@ class _ReusablePool:
         with self._lock:
             if pool is self._pool:
                 self._busy = False
-                self._cancel_timer()
-                self._timer = threading.Timer(idle_timeout, self._expire, args=(pool,))
-                self._timer.daemon = True
-                self._timer.start()
+                self._deadline = time.monotonic() + idle_timeout
+                if self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._reap, name="joblib-rs-pool-reaper", daemon=True
+                    )
+                    self._reaper.start()
+                self._wakeup.notify()
                 return
         pool.terminate()
 
@@ -729,32 +737,41 @@ class _ReusablePool:
         with self._lock:
             if pool is self._pool:
                 self._pool, self._key, self._busy = None, None, False
-                self._cancel_timer()
+                self._deadline = None
         pool.terminate()
 
-    def _expire(self, pool: Any) -> None:
-        with self._lock:
-            if pool is not self._pool or self._busy:
-                return
-            self._pool, self._key = None, None
-        pool.terminate()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._deadline is None:
+                        self._wakeup.wait()
+                        continue
+                    remaining = self._deadline - time.monotonic()
+                    if remaining > 0:
+                        self._wakeup.wait(remaining)
+                        continue
+                    break
+                self._deadline = None
+                expired = None if self._busy else self._pool
+                if expired is not None:
+                    self._pool, self._key = None, None
+            if expired is not None:
+                expired.terminate()
 
     def shutdown(self) -> None:
         with self._lock:
             pool, self._pool, self._key, self._busy = self._pool, None, None, False
-            self._cancel_timer()
+            self._deadline = None
         if pool is not None:
             pool.terminate()
 
     def forget(self) -> None:
-        # In a forked child the parent's pool is not ours to use or terminate.
+        # In a forked child the parent's pool and reaper thread are not ours.
         self._lock = threading.Lock()
-        self._pool, self._key, self._busy, self._timer = None, None, False, None
+        self._wakeup = threading.Condition(self._lock)
+        self._pool, self._key, self._busy = None, None, False
+        self._deadline, self._reaper = None, None
 
 
 _reusable_pool = _ReusablePool()
