@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from joblib_rs._cpu import cpu_count
+from joblib_rs._memmapping import MemmappingContext
 from joblib_rs._threads import ThreadLease, lease_threads
 
 __all__ = [
@@ -624,6 +625,11 @@ class LokyBackend(MultiprocessingBackend):
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         options = {**self.backend_kwargs, **backend_kwargs}
+        memmapping = MemmappingContext(
+            options.get("temp_folder"),
+            options.get("max_nbytes", 1024**2),
+            options.get("mmap_mode", "r"),
+        )
         for name in self._IGNORED_OPTIONS:
             options.pop(name, None)
         unknown = sorted(set(options) - set(self._POOL_OPTIONS))
@@ -632,6 +638,7 @@ class LokyBackend(MultiprocessingBackend):
                 f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
                 f"expected some of {list(self._POOL_OPTIONS)}"
             )
+        self._memmapping = memmapping
         self._idle_timeout = options.get("idle_worker_timeout", 300)
         env = self._prepare_worker_env(n_jobs)
         initializer = options.get("initializer")
@@ -644,8 +651,13 @@ class LokyBackend(MultiprocessingBackend):
         return n_jobs
 
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None):
-        """Send the batch to a worker; ``callback`` gets the future when it is done."""
-        future = self._pool.submit(func)
+        """Send the batch to a worker; ``callback`` gets the future when it is done.
+
+        Arrays of at least ``max_nbytes`` (arguments and results) travel through shared
+        memory (see ``joblib_rs._memmapping``).
+        """
+        memmapping = self._memmapping
+        future = self._pool.submit(memmapping.wrap(func), reduce_array=memmapping.reduce_array)
         if callback is not None:
             future.add_done_callback(callback)
         return future
@@ -654,11 +666,19 @@ class LokyBackend(MultiprocessingBackend):
         """The batch's results, or its exception raised (worker traceback as cause)."""
         return out.result()
 
+    def _drop_memmapping(self) -> None:
+        memmapping = getattr(self, "_memmapping", None)
+        if memmapping is not None:
+            memmapping.cleanup()
+            self._memmapping = None
+
     def terminate(self) -> None:
-        """Keep the worker processes for the next call (shut down after the idle timeout)."""
+        """Keep the worker processes for the next call (shut down after the idle timeout);
+        remove the call's shared-memory files."""
         if self._pool is not None:
             _reusable_pool.release(self._pool, getattr(self, "_idle_timeout", 300))
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -666,6 +686,7 @@ class LokyBackend(MultiprocessingBackend):
         if self._pool is not None:
             _reusable_pool.discard(self._pool)
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
         if ensure_ready and self.parallel is not None:
             self.configure(

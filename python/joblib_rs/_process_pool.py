@@ -14,6 +14,7 @@ business (``_parallel_backends.LokyBackend``).
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -66,6 +67,22 @@ def _describe_exit(how: str, value: int) -> str:
     return "ended for an unknown reason"
 
 
+class _TaskPickler(cloudpickle.Pickler):
+    """cloudpickle, with numpy arrays offered to a reducer first (shared-memory transport)."""
+
+    def __init__(self, file: io.BytesIO, reduce_array: Callable[[Any], Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._reduce_array = reduce_array
+        self._ndarray = sys.modules["numpy"].ndarray
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, self._ndarray):
+            reduced = self._reduce_array(obj)
+            if reduced is not NotImplemented:
+                return reduced
+        return super().reducer_override(obj)
+
+
 class ProcessPool:
     """A pool of ``n_workers`` worker processes running pickled callables.
 
@@ -114,8 +131,13 @@ class ProcessPool:
         """Process ids of the workers."""
         return list(self._pool.pids)
 
-    def submit(self, fn: Callable[[], Any]) -> Future:
+    def submit(self, fn: Callable[[], Any],
+               reduce_array: Callable[[Any], Any] | None = None) -> Future:
         """Runs ``fn()`` in a worker; returns a future of its result.
+
+        ``reduce_array``, if given, is offered every numpy array met while pickling ``fn``
+        and returns a pickle reduction for it (e.g. a reference to shared memory) or
+        ``NotImplemented``.
 
         Raises
         ------
@@ -127,7 +149,12 @@ class ProcessPool:
         if self.broken is not None:
             raise self.broken
         try:
-            payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            if reduce_array is None or "numpy" not in sys.modules:
+                payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            else:
+                buffer = io.BytesIO()
+                _TaskPickler(buffer, reduce_array).dump(fn)
+                payload = buffer.getvalue()
         except Exception as exc:
             raise pickle.PicklingError(
                 f"Could not pickle the task to send it to the workers: {exc}") from exc
