@@ -20,6 +20,7 @@ import pickle
 import signal
 import sys
 import threading
+import types
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -81,6 +82,21 @@ class _TaskPickler(cloudpickle.Pickler):
             if reduced is not NotImplemented:
                 return reduced
         return super().reducer_override(obj)
+
+
+class _StdlibTaskPickler(pickle.Pickler):
+    """The standard pickler, refusing what a worker could not import by name: functions and
+    classes of ``__main__`` (workers do not run the parent's main script)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__":
+            raise pickle.PicklingError(
+                f"Can't pickle {obj!r}: it is defined in __main__, which the workers cannot "
+                "import (LOKY_PICKLER=pickle; wrap it with wrap_non_picklable_objects)")
+        return NotImplemented
 
 
 class ProcessPool:
@@ -149,7 +165,14 @@ class ProcessPool:
         if self.broken is not None:
             raise self.broken
         try:
-            if reduce_array is None or "numpy" not in sys.modules:
+            if os.environ.get("LOKY_PICKLER") == "pickle":
+                # loky's switch to the standard pickler: faster on big plain data, but
+                # functions from __main__ and lambdas cannot travel (unless wrapped with
+                # wrap_non_picklable_objects).
+                buffer = io.BytesIO()
+                _StdlibTaskPickler(buffer).dump(fn)
+                payload = buffer.getvalue()
+            elif reduce_array is None or "numpy" not in sys.modules:
                 payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
             else:
                 buffer = io.BytesIO()
