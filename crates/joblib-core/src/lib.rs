@@ -5,7 +5,11 @@
 //! `cargo test -p joblib-core` alone.
 //!
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
+//! - [`format`]: the container of `dump` files (frames, checksums, index), read and written.
+//! - [`codec`]: the compression codecs, chunked and parallel.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
+pub mod codec;
+pub mod format;
 pub mod hash;
 pub mod threads;
