@@ -4,5 +4,7 @@ Use it as ``import joblib_rs as joblib``.
 """
 
 from joblib_rs._core import __version__
+from joblib_rs.compressor import register_compressor
+from joblib_rs.numpy_pickle import CorruptFileError, dump, load
 
-__all__ = ["__version__"]
+__all__ = ["CorruptFileError", "__version__", "dump", "load", "register_compressor"]

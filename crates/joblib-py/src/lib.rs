@@ -6,10 +6,12 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod persist;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    persist::register(m)?;
     Ok(())
 }
