@@ -36,8 +36,9 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
 
     dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
 
-    def __init__(self, fh: IO[bytes], filename: str, mmap_mode: str | None,
-                 ensure_native: bool, policy: Any) -> None:
+    def __init__(
+        self, fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+    ) -> None:
         super().__init__(fh)
         self._fh = fh
         self._filename = filename
@@ -100,15 +101,23 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
                     raise CorruptFileError(f"file is damaged: negative array dimension {s}")
                 count *= s
             nbytes = count * dtype.itemsize
-            if self._mmap_mode is not None and getattr(wrapper, "allow_mmap", False) and (
-                self._filename
+            if (
+                self._mmap_mode is not None
+                and getattr(wrapper, "allow_mmap", False)
+                and (self._filename)
             ):
                 offset = self._fh.tell()
                 if nbytes == 0:
                     array = np.empty(shape, dtype=dtype, order=order)
                 else:
-                    array = np.memmap(self._filename, dtype=dtype, mode=self._mmap_mode,
-                                      offset=offset, shape=shape, order=order)
+                    array = np.memmap(
+                        self._filename,
+                        dtype=dtype,
+                        mode=self._mmap_mode,
+                        offset=offset,
+                        shape=shape,
+                        order=order,
+                    )
                 self._fh.seek(offset + nbytes)
             else:
                 flat = np.empty(count, dtype=dtype)
@@ -126,28 +135,32 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
                     array = flat.reshape(shape[::-1]).transpose()
                 else:
                     array = flat.reshape(shape)
-                if self._ensure_native and not array.dtype.isnative and (
-                    array.dtype.byteorder != "|"
+                if (
+                    self._ensure_native
+                    and not array.dtype.isnative
+                    and (array.dtype.byteorder != "|")
                 ):
                     array = array.byteswap().view(array.dtype.newbyteorder("="))
         subclass = getattr(wrapper, "subclass", None)
-        if isinstance(subclass, type) and subclass not in (np.ndarray, np.memmap) and (
-            issubclass(subclass, np.ndarray)
+        if (
+            isinstance(subclass, type)
+            and subclass not in (np.ndarray, np.memmap)
+            and (issubclass(subclass, np.ndarray))
         ):
             array = array.view(subclass)
         return array
 
 
-def load_joblib_pickle(fh: IO[bytes], filename: str, mmap_mode: str | None,
-                       ensure_native: bool, policy: Any) -> Any:
+def load_joblib_pickle(
+    fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+) -> Any:
     """Load a joblib pickle from ``fh`` (positioned at its start)."""
     head = fh.read(1)
     fh.seek(0)
     # Protocol 2+ pickles start with PROTO; 0/1 with a handful of opcodes.
     if not head or head not in b"\x80(]}cNIFSVX":
         raise CorruptFileError(
-            f"{filename or 'the data'} is not a joblib-rs or joblib file "
-            f"(first byte {head!r})"
+            f"{filename or 'the data'} is not a joblib-rs or joblib file (first byte {head!r})"
         )
     try:
         return _JoblibUnpickler(fh, filename, mmap_mode, ensure_native, policy).load()

@@ -117,16 +117,13 @@ def register_compressor(
         Replace an already registered compressor of the same name.
     """
     if not isinstance(compressor_name, str):
-        raise ValueError(
-            f"Compressor name should be a string, '{compressor_name}' given."
-        )
+        raise ValueError(f"Compressor name should be a string, '{compressor_name}' given.")
     if not isinstance(compressor, CompressorWrapper) and not all(
         hasattr(compressor, a)
         for a in ("compressor_file", "decompressor_file", "prefix", "extension")
     ):
         raise ValueError(
-            f"Compressor should implement the CompressorWrapper interface, "
-            f"'{compressor}' given."
+            f"Compressor should implement the CompressorWrapper interface, '{compressor}' given."
         )
     if compressor.fileobj_factory is not None and (
         not hasattr(compressor.fileobj_factory, "read")

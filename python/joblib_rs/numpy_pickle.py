@@ -409,8 +409,9 @@ def _load_container_frames(
                 buffers.append(np.empty(0, dtype=np.uint8))
             else:
                 buffers.append(
-                    np.memmap(filename, dtype=np.uint8, mode=mapped_mode, offset=offset,
-                              shape=(raw_len,))
+                    np.memmap(
+                        filename, dtype=np.uint8, mode=mapped_mode, offset=offset, shape=(raw_len,)
+                    )
                 )
         else:
             buffers.append(obj)
@@ -446,8 +447,9 @@ def _decompress_whole(name: str, data: bytes) -> bytes:
         return f.read()
 
 
-def _load_bytes(data: bytes, name: str, policy: _Policy | None, ensure_native: bool,
-                depth: int = 0) -> Any:
+def _load_bytes(
+    data: bytes, name: str, policy: _Policy | None, ensure_native: bool, depth: int = 0
+) -> Any:
     kind = _detect(data[:16])
     if kind == "container":
         frames = _core.read_bytes(data, _alloc)
@@ -510,9 +512,7 @@ def load(
     verified.
     """
     if mmap_mode not in _MMAP_MODES:
-        raise ValueError(
-            f"mmap_mode should be one of {_MMAP_MODES}, got mmap_mode={mmap_mode!r}"
-        )
+        raise ValueError(f"mmap_mode should be one of {_MMAP_MODES}, got mmap_mode={mmap_mode!r}")
     if ensure_native_byte_order == "auto":
         ensure_native = mmap_mode is None
     elif isinstance(ensure_native_byte_order, bool):
@@ -537,8 +537,7 @@ def load(
             name = getattr(fobj, "name", "")
             if mmap_mode is not None:
                 warnings.warn(
-                    f'{fobj!r} is not a raw file, mmap_mode "{mmap_mode}" flag will be '
-                    "ignored.",
+                    f'{fobj!r} is not a raw file, mmap_mode "{mmap_mode}" flag will be ignored.',
                     stacklevel=2,
                 )
             data = fobj.read()
@@ -553,8 +552,9 @@ def load(
         _ENSURE_NATIVE.reset(token)
 
 
-def _load_path(filename: str, mmap_mode: str | None, policy: _Policy | None,
-               ensure_native: bool) -> Any:
+def _load_path(
+    filename: str, mmap_mode: str | None, policy: _Policy | None, ensure_native: bool
+) -> Any:
     with open(filename, "rb") as f:
         prefix = f.read(16)
         kind = _detect(prefix)
