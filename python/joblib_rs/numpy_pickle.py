@@ -156,6 +156,12 @@ SAFE_GLOBALS: tuple[str, ...] = (
 )
 
 
+#: Parts of the file formats themselves (they only rebuild arrays from buffers): always allowed.
+_FORMAT_GLOBALS = frozenset(
+    {"joblib_rs.numpy_pickle._rebuild_array", "joblib.numpy_pickle.NumpyArrayWrapper"}
+)
+
+
 class _Policy:
     def __init__(self, patterns: list[str], spec: Any) -> None:
         self.patterns = patterns
@@ -163,6 +169,8 @@ class _Policy:
 
     def check(self, module: str, name: str) -> None:
         full = f"{module}.{name}"
+        if full in _FORMAT_GLOBALS:
+            return
         for pat in self.patterns:
             if fnmatch.fnmatchcase(full, pat):
                 return
@@ -572,4 +580,10 @@ def _load_path(
     frames = _core.read_path(filename, _alloc, skip_buffers=mmap_mode is not None)
     if mmap_mode is not None and any(k == 1 and c != "none" for k, c, *_ in frames):
         _warn_compressed_mmap(mmap_mode, filename)
+    if mmap_mode in ("r+", "w+"):
+        # Writes through the map would invalidate the payload checksums: flag those frames
+        # so later loads skip them (docs/format.md, "mutable frames").
+        mapped = [(off, n) for k, _c, n, off, _v, obj in frames if k == 1 and obj is None]
+        if mapped:
+            _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)

@@ -361,6 +361,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(decompress_stream, m)?)?;
     m.add_function(wrap_pyfunction!(compress_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(mark_mutable, m)?)?;
     m.add("CONTAINER_MAGIC", PyBytes::new(m.py(), &format::MAGIC))?;
     m.add("CODECS", codec::Codec::NAMES.to_vec())?;
     m.add(
@@ -368,4 +369,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::errors::corrupt_file_error(m.py())?,
     )?;
     Ok(())
+}
+
+/// Flag the given uncompressed frames `(payload_offset, stored_len)` of the container at
+/// `path` as mutable before they are mapped writable (see `format::mark_mutable`).
+#[pyfunction]
+pub fn mark_mutable(py: Python<'_>, path: PathBuf, frames: Vec<(u64, u64)>) -> PyResult<()> {
+    let res = py.detach(|| {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        format::mark_mutable(&mut file, &frames)
+    });
+    res.map_err(|e| match e {
+        FormatError::Io(err) => io_error(err, &path),
+        other => format_error(other),
+    })
 }

@@ -293,6 +293,7 @@ pub fn read_container<S: Source + ?Sized>(
             return Err(damaged("frame end record does not match its frame", end_at));
         }
         let recorded = le_u64(&end, 16);
+        let verified = verified && end[24] & super::END_FLAG_MUTABLE == 0;
         if verified && recorded != checksum {
             return Err(FormatError::ChecksumMismatch {
                 kind: kind.name(),

@@ -334,3 +334,30 @@ fn trailing_bytes_after_footer_in_a_file_are_rejected() {
     bytes.extend_from_slice(b"junk");
     assert!(decode(&bytes).is_err());
 }
+
+#[test]
+fn mutable_frames_skip_their_checksum_only() {
+    let (a, b, p) = sample_buffers();
+    let bytes = encode(&[&a, &b], &p, Codec::None, 0, 0);
+    let (infos, _) = decode(&bytes).unwrap();
+    let mut cur = Cursor::new(bytes.clone());
+    let pairs: Vec<(u64, u64)> = infos[..1]
+        .iter()
+        .map(|f| (f.head.payload_offset, f.stored_len))
+        .collect();
+    mark_mutable(&mut cur, &pairs).unwrap();
+    let mut marked = cur.into_inner();
+    // Write "through the map" into buffer 0: still loads, unverified.
+    let at = infos[0].head.payload_offset as usize;
+    marked[at] ^= 0xFF;
+    let (infos2, sink) = decode(&marked).unwrap();
+    assert!(!infos2[0].verified && infos2[1].verified);
+    assert_eq!(sink.frames[0].1[0], a[0] ^ 0xFF);
+    // Buffer 1 is still protected.
+    let at1 = infos[1].head.payload_offset as usize;
+    marked[at1] ^= 1;
+    assert!(matches!(
+        decode(&marked).unwrap_err(),
+        FormatError::ChecksumMismatch { index: 1, .. }
+    ));
+}
