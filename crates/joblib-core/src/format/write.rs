@@ -226,6 +226,70 @@ pub fn write_container<W: Write>(
     Ok(out.pos)
 }
 
+/// Bytes written between two background `fdatasync`s.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// A file writer that starts flushing to disk in a background thread every [`SYNC_EVERY`]
+/// bytes, so the final fsync of a big file waits for the tail only (writeback overlaps the
+/// writing instead of following it).
+struct SyncingWriter {
+    file: File,
+    since_sync: u64,
+    syncer: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl SyncingWriter {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            since_sync: 0,
+            syncer: None,
+        }
+    }
+
+    fn kick(&mut self) -> io::Result<()> {
+        if let Some(h) = &self.syncer
+            && !h.is_finished()
+        {
+            return Ok(()); // the previous flush is still running: let it catch up
+        }
+        if let Some(h) = self.syncer.take() {
+            h.join()
+                .map_err(|_| io::Error::other("background fsync thread panicked"))??;
+        }
+        let clone = self.file.try_clone()?;
+        self.syncer = std::thread::Builder::new()
+            .name("joblib-rs-fsync".into())
+            .spawn(move || clone.sync_data())
+            .ok();
+        self.since_sync = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<File> {
+        if let Some(h) = self.syncer.take() {
+            h.join()
+                .map_err(|_| io::Error::other("background fsync thread panicked"))??;
+        }
+        Ok(self.file)
+    }
+}
+
+impl Write for SyncingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.since_sync += n as u64;
+        if self.since_sync >= SYNC_EVERY {
+            self.kick()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Removes the temporary file unless disarmed.
@@ -268,11 +332,12 @@ pub fn write_file_atomic(
     let tmp = dir.join(tmp_name);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file));
     let n = write_container(&mut w, buffers, pickle, opts)?;
-    let file = w
+    let syncing = w
         .into_inner()
         .map_err(|e| FormatError::Io(e.into_error()))?;
+    let file = syncing.finish()?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path)?;
