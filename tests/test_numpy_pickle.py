@@ -780,3 +780,44 @@ def test_pandas_dataframe_round_trip(tmp_path: Path) -> None:
         mapped = joblib_rs.load(tmp_path / "df.jrs", mmap_mode="r")
         assert any(isinstance(mapped[c].values, np.memmap) for c in ("i", "f"))
         assert mapped.equals(df) and list(mapped.columns) == list(df.columns)
+
+
+def test_mmap_with_file_objects_warns_as_joblib(tmp_path: Path) -> None:
+    path = tmp_path / "f.jrs"
+    joblib_rs.dump([np.arange(100)], path)
+    buf = io.BytesIO(path.read_bytes())
+    with pytest.warns(UserWarning, match="In memory persistence is not compatible"):
+        out = joblib_rs.load(buf, mmap_mode="r")
+    assert not isinstance(out[0], np.memmap)
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = joblib_rs.load(f, mmap_mode="r")  # a raw file: silently in memory, as joblib
+    np.testing.assert_array_equal(out[0], np.arange(100))
+    with gzip.GzipFile(tmp_path / "f.gz", "wb") as g:
+        joblib_rs.dump([1], g)
+    with gzip.GzipFile(tmp_path / "f.gz", "rb") as g:
+        with pytest.warns(UserWarning, match="is not a raw file"):
+            assert joblib_rs.load(g, mmap_mode="r") == [1]
+
+
+def test_file_larger_than_background_sync_interval(tmp_path: Path) -> None:
+    # 80 MB: the writer starts background fdatasyncs every 64 MiB before the final fsync.
+    value = np.arange(10_000_000, dtype=np.float64)
+    path = tmp_path / "big.jrs"
+    joblib_rs.dump(value, path)
+    assert path.stat().st_size > value.nbytes
+    np.testing.assert_array_equal(joblib_rs.load(path), value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jrs"]
+
+
+def test_joblib_file_with_impossible_array_size_is_rejected(tmp_path: Path) -> None:
+    import joblib
+
+    path = tmp_path / "shape.pkl"
+    joblib.dump(np.arange(1000, dtype=np.int64), path)
+    raw = path.read_bytes()
+    # The wrapper pickles shape (1000,) as a BININT2 1000 (M\xe8\x03); claim 60000 elements.
+    assert raw.count(b"M\xe8\x03") == 1
+    path.write_bytes(raw.replace(b"M\xe8\x03", b"M\x60\xea"))
+    with pytest.raises(CorruptFileError, match="bytes left in the file"):
+        joblib_rs.load(path)

@@ -286,9 +286,10 @@ def dump(
     compress : int from 0 to 9, bool, str or 2-tuple, default=0
         0 or False: no compression. True or an int level 1-9: the default codec,
         ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1,
-        4 → 2, 5 → 3, 6 → 5, 7 → 9, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``, ``'bz2'``, ``'lzma'``,
-        ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its default level; a
-        ``(name, level)`` tuple sets both.
+        4 → 2, 5 → 3, 6 → 5, 7 → 9, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
+        ``'bz2'``, ``'lzma'``, ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its
+        default level (zlib/gzip 3, bz2 9, lzma/xz 6, zstd 3); a ``(name, level)`` tuple sets
+        both (zstd accepts its own levels 1-22 there).
     protocol : int, optional
         Pickle protocol; default (and anything >= 5) is 5, which sends numpy buffers out of
         band. Lower protocols store arrays inside the pickle.
@@ -569,10 +570,20 @@ def load(
             fobj = filename
             name = getattr(fobj, "name", "")
             if mmap_mode is not None:
-                warnings.warn(
-                    f'{fobj!r} is not a raw file, mmap_mode "{mmap_mode}" flag will be ignored.',
-                    stacklevel=2,
-                )
+                # As joblib: arrays of file objects are never mapped; it says so unless the
+                # object is a plain file opened with open().
+                if isinstance(fobj, io.BytesIO):
+                    warnings.warn(
+                        "In memory persistence is not compatible with "
+                        f'mmap_mode "{mmap_mode}" flag passed. mmap_mode option will be ignored.',
+                        stacklevel=2,
+                    )
+                elif not isinstance(getattr(fobj, "raw", fobj), io.FileIO):
+                    warnings.warn(
+                        f'"{fobj!r}" is not a raw file, mmap_mode "{mmap_mode}" flag will be '
+                        "ignored.",
+                        stacklevel=2,
+                    )
             data = fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
         if not isinstance(filename, str):
