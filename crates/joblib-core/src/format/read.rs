@@ -343,10 +343,11 @@ fn read_payload<S: Source + ?Sized>(
         let mut outs = dst.map(|b| b.chunks_mut(chunk));
         let mut remaining = n_chunks;
         let mut raw_left = raw_len;
+        // Chunk buffers are reused from batch to batch: fresh pages fault slowly.
+        let mut batch: Vec<Vec<u8>> = Vec::new();
         while remaining > 0 {
             let take = remaining.min(BATCH_CHUNKS as u64);
-            let mut batch = Vec::with_capacity(take as usize);
-            for _ in 0..take {
+            for i in 0..take as usize {
                 let raw = raw_left.min(chunk as u64) as usize;
                 raw_left -= raw as u64;
                 let mut len = [0u8; 4];
@@ -359,16 +360,20 @@ fn read_payload<S: Source + ?Sized>(
                     ));
                 }
                 r.fits(n as u64, "chunk", offset)?;
-                let mut data = vec![0u8; n];
-                r.fill(&mut data, "chunk", offset)?;
+                if batch.len() <= i {
+                    batch.push(Vec::new());
+                }
+                let data = &mut batch[i];
+                data.clear();
+                data.resize(n, 0);
+                r.fill(data, "chunk", offset)?;
                 hasher.update(&len);
-                hasher.update(&data);
+                hasher.update(data);
                 stored_len += 4 + n as u64;
-                batch.push(data);
             }
             if let Some(outs) = outs.as_mut() {
-                let slices: Vec<&mut [u8]> = outs.by_ref().take(batch.len()).collect();
-                decode_batch(head, offset, &batch, slices)?;
+                let slices: Vec<&mut [u8]> = outs.by_ref().take(take as usize).collect();
+                decode_batch(head, offset, &batch[..take as usize], slices)?;
             }
             remaining -= take;
         }
