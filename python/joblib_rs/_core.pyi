@@ -1,11 +1,30 @@
 """Type stubs of the compiled core, ``joblib_rs._core``."""
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __version__: str
 HASH_FORMAT_VERSION: int
 
 def hash(obj: Any, hash_name: str = "xxh3", coerce_mmap: bool = False) -> str: ...
+
+# Persistence (numpy_pickle.py)
+CODECS: list[str]
+CONTAINER_MAGIC: bytes
+
+class CorruptFileError(ValueError): ...
+
+def compress_stream(codec: str, level: int, data: bytes) -> bytes: ...
+def decompress_stream(codec: str, data: bytes) -> bytes: ...
+def mark_mutable(path: str, frames: Sequence[tuple[int, int]]) -> None: ...
+def read_bytes(data: bytes, alloc: Callable[[int], Any]) -> list[Any]: ...
+def read_path(path: str, alloc: Callable[[int], Any], skip_buffers: bool = False) -> list[Any]: ...
+def write_fileobj(
+    fileobj: Any, buffers: Sequence[Any], pickle: Any, codec: str, level: int
+) -> None: ...
+def write_path(path: str, buffers: Sequence[Any], pickle: Any, codec: str, level: int) -> None: ...
+
+# Process pool (_process_pool.py)
 
 class ProcessPool:
     def __init__(
