@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 
 import joblib
 import joblib_rs
@@ -181,8 +182,9 @@ def test_input_iterator_is_consumed_lazily():
         producer()
     )
     assert out == list(range(40))
-    # pre_dispatch=3 batches of one task, plus one look-ahead slice of n_jobs tasks.
-    assert max(lag) <= 3 + 2 + 1
+    # pre_dispatch=3 batches of one task, one look-ahead slice of n_jobs tasks, and up to
+    # n_jobs tasks that another worker may finish before this one starts.
+    assert max(lag) <= 3 + 2 + 2
 
 
 def test_pre_dispatch_all_reads_everything_first():
@@ -581,3 +583,44 @@ def test_tqdm_progress_bar_when_available(capsys):
     pytest.importorskip("tqdm")
     Parallel(n_jobs=2, backend="threading", progress=True)([delayed(square)(i) for i in range(9)])
     assert "9/9" in capsys.readouterr().err
+
+
+def test_generator_dropped_in_another_thread_cleans_up():
+    release = threading.Event()
+
+    def task(i):
+        if i > 1:
+            release.wait(WAIT)
+        return i
+
+    p = Parallel(n_jobs=2, backend="threading", return_as="generator", batch_size=1)
+    box = [p(delayed(task)(i) for i in range(20))]
+    assert next(box[0]) == 0
+
+    def drop():
+        box.clear()  # the last reference: the generator is closed in this thread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = threading.Thread(target=drop)
+            t.start()
+            t.join(WAIT)
+    finally:
+        release.set()
+    # The next call waits for the clean-up of the dropped generator, then runs.
+    assert list(p(delayed(square)(i) for i in range(3))) == [0, 1, 4]
+
+
+def test_logger_methods_of_parallel(caplog):
+    import logging
+
+    p = Parallel(n_jobs=2)
+    with caplog.at_level(logging.DEBUG, logger="joblib"):
+        p.debug("looking")
+        p.warn("careful")
+    assert [r.getMessage() for r in caplog.records] == [
+        "[Parallel(n_jobs=2)]: looking",
+        "[Parallel(n_jobs=2)]: careful",
+    ]
+    assert p.format({"a": [1, 2]}) == "{'a': [1, 2]}"

@@ -322,3 +322,12 @@ def test_concurrent_loky_calls_each_get_workers():
     for t in threads:
         t.join(WAIT)
     assert results == {0: list(range(50)), 1: list(range(50))}
+
+
+def test_unpicklable_argument_is_reported_in_the_caller():
+    with pytest.raises(TypeError, match=r"cannot pickle '_thread\.lock' object"):
+        Parallel(n_jobs=2, backend="multiprocessing", batch_size=1)(
+            delayed(abs)(threading.Lock()) for _ in range(5)
+        )
+    # The backend is usable again afterwards.
+    assert Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]

@@ -21,7 +21,9 @@ import ast
 import collections
 import functools
 import itertools
+import logging
 import operator
+import pprint
 import sys
 import threading
 import time
@@ -888,6 +890,7 @@ class Parallel:
         self._aborted = False
         self._exception = False
         self._progress_bar: Any = None
+        self._cleanup_thread: threading.Thread | None = None
         self.n_tasks: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -976,13 +979,14 @@ class Parallel:
         if self._aborting or iterator is None:
             return False
         with self._lock:
-            if self._ready_batches:
-                self._dispatch(self._ready_batches.popleft())
-                return True
-            batch_size = self._get_batch_size()
-            n_jobs = self._cached_effective_n_jobs
-            big_batch_size = batch_size * n_jobs
+            batch_size = 1
             try:
+                if self._ready_batches:
+                    self._dispatch(self._ready_batches.popleft())
+                    return True
+                batch_size = self._get_batch_size()
+                n_jobs = self._cached_effective_n_jobs
+                big_batch_size = batch_size * n_jobs
                 tasks = list(itertools.islice(iterator, big_batch_size))
                 if not tasks:
                     return False
@@ -1196,9 +1200,10 @@ class Parallel:
                 # Collected in another thread: clean up in a thread of our own so no
                 # thread ever joins itself.
                 detached = True
-                threading.Thread(
+                self._cleanup_thread = threading.Thread(
                     target=self._abort_and_reset, name="joblib_rs-generator-exit", daemon=True
-                ).start()
+                )
+                self._cleanup_thread.start()
                 return
             self._abort()
             if self.return_generator:
@@ -1213,17 +1218,22 @@ class Parallel:
                 self._jobs = collections.deque()
                 self._jobs_set = set()
                 self._ready_batches.clear()
-                self._running = False
+                if not detached:
+                    # Otherwise the detached clean-up frees the instance when it is done.
+                    self._running = False
             if not detached:
                 self._close_progress_bar()
                 self._terminate_and_reset()
 
     def _abort_and_reset(self) -> None:
-        self._abort()
-        if self.return_generator:
-            self._warn_exit_early()
-        self._close_progress_bar()
-        self._terminate_and_reset()
+        try:
+            self._abort()
+            if self.return_generator:
+                self._warn_exit_early()
+            self._close_progress_bar()
+            self._terminate_and_reset()
+        finally:
+            self._running = False
 
     def _close_progress_bar(self) -> None:
         if self._progress_bar is not None:
@@ -1263,6 +1273,11 @@ class Parallel:
             self._close_progress_bar()
 
     def _reset_run_tracking(self) -> None:
+        cleanup = self._cleanup_thread
+        if cleanup is not None and cleanup is not threading.current_thread():
+            # A generator collected in another thread is still being cleaned up.
+            cleanup.join()
+            self._cleanup_thread = None
         with self._lock:
             if self._running:
                 msg = "This Parallel instance is already running !"
@@ -1344,6 +1359,24 @@ class Parallel:
         # Run the generator to its first yield: this dispatches the first batches.
         next(output)
         return output if self.return_generator else list(output)
+
+    # joblib's Parallel inherits these from its Logger: messages go to the `logging` module.
+
+    def debug(self, msg: str) -> None:
+        """Log ``msg`` at DEBUG level on the ``'joblib'`` logger."""
+        logging.getLogger("joblib").debug("[%s]: %s", self, msg)
+
+    def info(self, msg: str) -> None:
+        """Log ``msg`` at INFO level."""
+        logging.getLogger("joblib").info("[%s]: %s", self, msg)
+
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` at WARNING level on the ``'joblib'`` logger."""
+        logging.getLogger("joblib").warning("[%s]: %s", self, msg)
+
+    def format(self, obj: Any, indent: int = 0) -> str:
+        """Pretty-print ``obj`` to a string, nesting at most 3 levels."""
+        return pprint.pformat(obj, indent=indent, depth=3)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_jobs={self.n_jobs})"
