@@ -325,9 +325,63 @@ def test_concurrent_loky_calls_each_get_workers():
 
 
 def test_unpicklable_argument_is_reported_in_the_caller():
-    with pytest.raises(TypeError, match=r"cannot pickle '_thread\.lock' object"):
+    import pickle
+
+    with pytest.raises(pickle.PicklingError, match="Could not pickle the task") as info:
         Parallel(n_jobs=2, backend="multiprocessing", batch_size=1)(
             delayed(abs)(threading.Lock()) for _ in range(5)
         )
+    assert "cannot pickle '_thread.lock' object" in str(info.value.__cause__)
     # The backend is usable again afterwards.
     assert Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_results_from_processes_keep_numpy_byte_order():
+    np = pytest.importorskip("numpy")
+    x = np.arange(6).reshape((2, 3)).view(">i4")
+    out = Parallel(n_jobs=2, backend="loky")(delayed(_identity)(x) for _ in range(3))
+    for y in out:
+        assert y.dtype.byteorder == ">"
+        np.testing.assert_array_equal(x, y)
+
+
+def _identity(x):
+    return x
+
+
+def test_default_multiprocessing_context_is_passed_to_backends():
+    import multiprocessing
+
+    p = Parallel(n_jobs=2, backend="multiprocessing")
+    assert p._backend_kwargs["context"].get_start_method() == multiprocessing.get_start_method()
+
+
+def test_thread_job_get_waits_for_the_outcome():
+    lease = lease_threads(1)
+    gate = threading.Event()
+    job = lease.submit(lambda: gate.wait(WAIT) and "done", None)
+    with pytest.raises(TimeoutError):
+        job.get(timeout=0.01)
+    gate.set()
+    assert job.get(timeout=WAIT) == "done"
+    failing = lease.submit(lambda: 1 / 0, None)
+    with pytest.raises(ZeroDivisionError):
+        failing.get(timeout=WAIT)
+    lease.release()
+
+
+def test_threading_subclass_without_retrieve_callback():
+    from joblib_rs import parallel as parallel_module
+    from joblib_rs import register_parallel_backend
+
+    class PlainThreads(ThreadingBackend):
+        supports_retrieve_callback = False
+
+    register_parallel_backend("plain-threads", PlainThreads)
+    try:
+        out = Parallel(n_jobs=2, backend="plain-threads")(delayed(abs)(-i) for i in range(30))
+        assert out == list(range(30))
+        with pytest.raises(ZeroDivisionError):
+            Parallel(n_jobs=2, backend="plain-threads")(delayed(divmod)(1, i) for i in [1, 0])
+    finally:
+        del parallel_module.BACKENDS["plain-threads"]

@@ -45,6 +45,7 @@ __all__ = [
     "SequentialBackend",
     "ThreadingBackend",
     "TimeoutError",
+    "default_mp_context",
 ]
 
 
@@ -109,13 +110,32 @@ class _CloudpickledCall:
     def __init__(self, func: Callable[[], Any]) -> None:
         import cloudpickle
 
-        self.payload = cloudpickle.dumps(func)
+        try:
+            self.payload = cloudpickle.dumps(func)
+        except Exception as exc:
+            raise pickle.PicklingError(
+                f"Could not pickle the task to send it to the workers: {exc}"
+            ) from exc
 
     def __call__(self) -> Any:
+        import cloudpickle
+
         try:
-            return pickle.loads(self.payload)()
+            # Results go back pickled here with protocol 5: the pool's own pickling uses
+            # protocol 4, which loses e.g. the byte order of numpy arrays.
+            return _PickledResult(cloudpickle.dumps(pickle.loads(self.payload)()))
         except BaseException as exc:
             return _ExceptionWithTraceback(exc)
+
+
+class _PickledResult:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return pickle.loads, (self.data,)
 
 
 def _raise_or_return(out: Any) -> Any:
@@ -457,6 +477,10 @@ class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
             return value
         raise value
 
+    def retrieve_result(self, out: Any, timeout: float | None = None) -> Any:
+        """Wait for the job :meth:`submit` returned (subclasses without the callback)."""
+        return out.get(timeout=timeout if self.supports_timeout else None)
+
     def terminate(self) -> None:
         """Give the threads back for the next call."""
         if self._lease is not None:
@@ -477,7 +501,8 @@ def _worker_initializer(env: dict[str, str], initializer: Any, initargs: tuple) 
         initializer(*initargs)
 
 
-def _mp_context() -> Any:
+def default_mp_context() -> Any:
+    """The multiprocessing context: ``JOBLIB_START_METHOD`` if set, else the platform's."""
     method = os.environ.get("JOBLIB_START_METHOD", "").strip() or None
     return mp.get_context(method)
 
@@ -541,7 +566,7 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
                 f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
                 f"expected some of {list(self._POOL_OPTIONS)}"
             )
-        context = options.pop("context", None) or _mp_context()
+        context = options.pop("context", None) or default_mp_context()
         initargs = (
             self._prepare_worker_env(n_jobs),
             options.pop("initializer", None),

@@ -46,6 +46,7 @@ from joblib_rs._parallel_backends import (
     SequentialBackend,
     ThreadingBackend,
     TimeoutError,
+    default_mp_context,
 )
 from joblib_rs._progress import make_progress_bar
 
@@ -83,13 +84,16 @@ _backend = threading.local()
 
 def _register_dask() -> None:
     try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "You are trying to use 'dask' as a joblib parallel backend but dask is not "
+            "installed. Please install dask to fix this error."
+        ) from None
+    try:
         from joblib_rs._dask import DaskDistributedBackend  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise ImportError(
-            "To use the dask.distributed backend you must install both the `dask` and "
-            "distributed modules.\n\nSee https://dask.pydata.org/en/latest/install.html for "
-            "more information."
-        ) from exc
+        raise ImportError("The dask backend of joblib-rs is not available yet.") from exc
     register_parallel_backend("dask", DaskDistributedBackend)
 
 
@@ -819,6 +823,8 @@ class Parallel:
                 self._backend_kwargs["max_nbytes"]
             )
         self._backend_kwargs["verbose"] = max(0, self._backend_kwargs["verbose"] - 50)
+        # The multiprocessing context for process pools, as joblib passes it to configure().
+        self._backend_kwargs["context"] = default_mp_context()
 
         if backend is default_parallel_config["backend"] or backend is None:
             backend = active_backend
