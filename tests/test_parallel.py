@@ -16,6 +16,8 @@ import warnings
 import joblib
 import joblib_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joblib_rs import Parallel, delayed, parallel_config
 from joblib_rs._parallel_backends import SequentialBackend, ThreadingBackend
 
@@ -624,3 +626,37 @@ def test_logger_methods_of_parallel(caplog):
         "[Parallel(n_jobs=2)]: careful",
     ]
     assert p.format({"a": [1, 2]}) == "{'a': [1, 2]}"
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(-1000, 1000), max_size=60),
+    n_jobs=st.sampled_from([1, 2, 3, -1]),
+    batch_size=st.one_of(st.just("auto"), st.integers(1, 7)),
+    pre_dispatch=st.sampled_from(["2 * n_jobs", "all", 1, "n_jobs"]),
+    return_as=st.sampled_from(["list", "generator", "generator_unordered"]),
+    as_generator=st.booleans(),
+)
+def test_any_configuration_computes_the_map(
+    values, n_jobs, batch_size, pre_dispatch, return_as, as_generator
+):
+    tasks = (
+        (delayed(square)(v) for v in values)
+        if as_generator
+        else [delayed(square)(v) for v in values]
+    )
+    out = Parallel(
+        n_jobs=n_jobs,
+        backend="threading",
+        batch_size=batch_size,
+        pre_dispatch=pre_dispatch,
+        return_as=return_as,
+    )(tasks)
+    expected = [v * v for v in values]
+    if return_as == "generator_unordered":
+        assert sorted(out) == sorted(expected)
+    else:
+        assert list(out) == expected

@@ -23,6 +23,7 @@ import functools
 import itertools
 import logging
 import operator
+import os
 import pprint
 import sys
 import threading
@@ -30,11 +31,9 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
 from math import floor, log10, sqrt
 from numbers import Integral
 from typing import Any
-from uuid import uuid4
 
 from joblib_rs._cpu import cpu_count
 from joblib_rs._parallel_backends import (
@@ -101,11 +100,13 @@ def _register_dask() -> None:
 EXTERNAL_BACKENDS: dict[str, Callable[[], None]] = {"dask": _register_dask}
 
 
-@dataclass(frozen=True)
 class _Sentinel:
     """Marks a parameter left at its default, so a context manager may override it."""
 
-    default_value: Any
+    __slots__ = ("default_value",)
+
+    def __init__(self, default_value: Any) -> None:
+        self.default_value = default_value
 
     def __repr__(self) -> str:
         return f"default({self.default_value!r})"
@@ -887,7 +888,7 @@ class Parallel:
         self._running = False
         self._managed_backend = False
         self._calling = False
-        self._id = uuid4().hex
+        self._id = os.urandom(16).hex()
         self._call_id: str | None = None
         self._call_ref: Any = None
         self._original_iterator: Any = None
@@ -1335,7 +1336,7 @@ class Parallel:
             return output if self.return_generator else list(output)
 
         with self._lock:
-            self._call_id = uuid4().hex
+            self._call_id = os.urandom(16).hex()
         self._cached_effective_n_jobs = n_jobs
         backend_name = type(self._backend).__name__
         if n_jobs == 0:
