@@ -207,6 +207,19 @@ def test_invalid_pre_dispatch_expression(bad):
         Parallel(n_jobs=2, backend="threading", pre_dispatch=bad)([delayed(square)(1)])
 
 
+def test_setup_errors_leave_the_instance_reusable():
+    p = Parallel(n_jobs=2, backend="multiprocessing", pre_dispatch="n_jobs +")
+    with pytest.raises(ValueError, match="not a valid or supported arithmetic expression"):
+        p([delayed(square)(2)])
+    assert p._backend._pool is None  # the process pool did not leak
+    p.pre_dispatch = "2 * n_jobs"
+    assert p([delayed(square)(2)]) == [4]
+    threads = Parallel(n_jobs=2, backend="threading")
+    with pytest.raises(TypeError, match="not iterable"):
+        threads(42)
+    assert threads([delayed(square)(3)]) == [9]
+
+
 def test_error_raised_by_the_input_iterator_reaches_the_caller():
     def tasks():
         for i in range(5):

@@ -22,6 +22,7 @@ import collections
 import functools
 import itertools
 import logging
+import multiprocessing as mp  # noqa: F401 - joblib.parallel.mp is imported by third parties
 import operator
 import os
 import pprint
@@ -1335,12 +1336,26 @@ class Parallel:
             next(output)
             return output if self.return_generator else list(output)
 
+        try:
+            output = self._prepare_parallel_run(iterable, n_jobs)
+        except BaseException:
+            # Bad pre_dispatch, no workers, a non-iterable...: leave the instance reusable.
+            self._running = False
+            self._close_progress_bar()
+            self._terminate_and_reset()
+            raise
+        # Run the generator to its first yield: this dispatches the first batches.
+        next(output)
+        return output if self.return_generator else list(output)
+
+    def _prepare_parallel_run(
+        self, iterable: Iterable[Any], n_jobs: int
+    ) -> Generator[Any, None, None]:
         with self._lock:
             self._call_id = os.urandom(16).hex()
         self._cached_effective_n_jobs = n_jobs
         backend_name = type(self._backend).__name__
         if n_jobs == 0:
-            self._running = False
             raise RuntimeError(f"{backend_name} has no active worker.")
         self._print(f"Using backend {backend_name} with {n_jobs} concurrent workers.")
         if hasattr(self._backend, "start_call"):
@@ -1363,9 +1378,7 @@ class Parallel:
         self._pickle_cache = {}
         output = self._get_outputs(iterator, pre_dispatch)
         self._call_ref = weakref.ref(output)
-        # Run the generator to its first yield: this dispatches the first batches.
-        next(output)
-        return output if self.return_generator else list(output)
+        return output
 
     # joblib's Parallel inherits these from its Logger: messages go to the `logging` module.
 
