@@ -375,8 +375,9 @@ def test_warm_calls_reuse_worker_threads():
     assert a == b
 
 
-def test_context_manager_survives_an_error():
-    with Parallel(n_jobs=2, backend="threading") as p:
+@pytest.mark.parametrize("backend", ["threading", "loky", "multiprocessing"])
+def test_context_manager_survives_an_error(backend):
+    with Parallel(n_jobs=2, backend=backend) as p:
         with pytest.raises(Boom):
             p(delayed(explode)(i) for i in range(10))
         assert p(delayed(square)(i) for i in range(10)) == [i * i for i in range(10)]

@@ -385,3 +385,28 @@ def test_threading_subclass_without_retrieve_callback():
             Parallel(n_jobs=2, backend="plain-threads")(delayed(divmod)(1, i) for i in [1, 0])
     finally:
         del parallel_module.BACKENDS["plain-threads"]
+
+
+def _interrupt_parent_on_first(i):
+    import signal
+    import time
+
+    if i == 0:
+        os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(0.05)
+    return i
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_keyboard_interrupt_stops_process_workers(backend):
+    import multiprocessing
+
+    # Idle workers kept by earlier 'loky' calls may exist; the interrupted call may reuse them.
+    before = set(multiprocessing.active_children())
+    with pytest.raises(KeyboardInterrupt):
+        Parallel(n_jobs=2, backend=backend, batch_size=1)(
+            delayed(_interrupt_parent_on_first)(i) for i in range(500)
+        )
+    # The workers of the interrupted call were killed, not left running the remaining tasks.
+    assert set(multiprocessing.active_children()) <= before
+    assert Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
