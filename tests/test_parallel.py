@@ -69,6 +69,9 @@ def test_delayed_function_looks_like_the_function():
     assert str(inspect.signature(d)) == "(a, b=2)"
     with pytest.raises(AttributeError):
         d.no_such_attribute  # noqa: B018
+    import functools
+
+    assert delayed(functools.partial(square)).__name__ == "partial"
     restored = pickle.loads(pickle.dumps(delayed(math.sqrt)))
     assert restored(4) == (math.sqrt, (4,), {})
 

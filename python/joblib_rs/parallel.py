@@ -454,7 +454,13 @@ class _DelayedFunction:
         # functools.wraps would have copied them.
         if name == "__wrapped__":
             raise AttributeError(name)
-        return getattr(self.__wrapped__, name)
+        try:
+            return getattr(self.__wrapped__, name)
+        except AttributeError:
+            if name in ("__name__", "__qualname__"):
+                # e.g. functools.partial objects have no name: use their type's.
+                return type(self.__wrapped__).__name__
+            raise
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
