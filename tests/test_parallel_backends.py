@@ -410,3 +410,13 @@ def test_keyboard_interrupt_stops_process_workers(backend):
     # The workers of the interrupted call were killed, not left running the remaining tasks.
     assert set(multiprocessing.active_children()) <= before
     assert Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_joblib_start_method_environment_variable(monkeypatch):
+    from joblib_rs._parallel_backends import default_mp_context
+
+    monkeypatch.setenv("JOBLIB_START_METHOD", "spawn")
+    assert default_mp_context().get_start_method() == "spawn"
+    p = Parallel(n_jobs=2, backend="multiprocessing")
+    assert p._backend_kwargs["context"].get_start_method() == "spawn"
+    assert p(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
