@@ -478,6 +478,21 @@ def test_fast_tasks_do_not_time_out():
     assert out == [i * i for i in range(100)]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"verbose": "loud"}, "verbose must be an int, got 'loud'"),
+        ({"mmap_mode": "rw"}, "mmap_mode must be one of .* got 'rw'"),
+        ({"max_nbytes": "1X"}, "Invalid literal for size: '1X'"),
+        ({"pre_dispatch": [2]}, r"pre_dispatch must be .* got \[2\]"),
+        ({"backend": 42}, "Invalid backend: 42"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Parallel(n_jobs=2, **kwargs)
+
+
 @pytest.mark.parametrize("bad", [0, -1, "soon"])
 def test_invalid_timeout(bad):
     with pytest.raises(ValueError, match="timeout must be a positive number or None"):

@@ -127,6 +127,7 @@ default_parallel_config: dict[str, Any] = {
 VALID_BACKEND_HINTS = ("processes", "threads", None)
 VALID_BACKEND_CONSTRAINTS = ("sharedmem", None)
 VALID_RETURN_AS = ("list", "generator", "generator_unordered")
+VALID_MMAP_MODES = (None, "r+", "r", "w+", "c")
 
 
 def _get_config_param(param: Any, context_config: dict[str, Any], key: str) -> Any:
@@ -798,6 +799,8 @@ class Parallel:
         )
         nesting_level = active_backend.nesting_level
         self.verbose = _get_config_param(verbose, context_config, "verbose")
+        if not isinstance(self.verbose, Integral | float):
+            raise ValueError(f"verbose must be an int, got {self.verbose!r}")
         self.timeout = timeout
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout must be a positive number or None, got {timeout!r}")
@@ -826,6 +829,11 @@ class Parallel:
                 )
             },
         }
+        if self._backend_kwargs["mmap_mode"] not in VALID_MMAP_MODES:
+            raise ValueError(
+                f"mmap_mode must be one of {VALID_MMAP_MODES}, "
+                f"got {self._backend_kwargs['mmap_mode']!r}"
+            )
         if isinstance(self._backend_kwargs["max_nbytes"], str):
             self._backend_kwargs["max_nbytes"] = _memstr_to_bytes(
                 self._backend_kwargs["max_nbytes"]
