@@ -420,3 +420,17 @@ def test_joblib_start_method_environment_variable(monkeypatch):
     p = Parallel(n_jobs=2, backend="multiprocessing")
     assert p._backend_kwargs["context"].get_start_method() == "spawn"
     assert p(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_idle_threads_are_bounded():
+    from joblib_rs import _threads
+
+    leases = [lease_threads(3) for _ in range(4)]
+    for lease in leases:
+        lease.release()
+    # At most two idle leases of one size are kept; the others are closed.
+    kept = [lease for lease in leases if not lease._closed]
+    assert len(kept) <= _threads._MAX_IDLE_PER_SIZE
+    assert sum(size * len(idle) for size, idle in _threads._idle.items()) <= (
+        _threads._MAX_IDLE_THREADS
+    )

@@ -24,8 +24,9 @@ from typing import Any
 
 __all__ = ["ThreadJob", "ThreadLease", "lease_threads"]
 
-# Idle leases kept per size; more would only hold parked threads.
+# Idle leases kept per size, and idle threads kept in all; more would only hold parked threads.
 _MAX_IDLE_PER_SIZE = 2
+_MAX_IDLE_THREADS = 256
 
 _registry_lock = threading.Lock()
 _idle: dict[int, list[ThreadLease]] = {}
@@ -88,7 +89,8 @@ class ThreadLease:
             return
         with _registry_lock:
             idle = _idle.setdefault(self.n_threads, [])
-            if len(idle) < _MAX_IDLE_PER_SIZE:
+            parked = sum(size * len(leases) for size, leases in _idle.items())
+            if len(idle) < _MAX_IDLE_PER_SIZE and parked + self.n_threads <= _MAX_IDLE_THREADS:
                 idle.append(self)
                 return
         self.close()
