@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import joblib
+
 import joblib_rs
 
 

@@ -4,8 +4,9 @@ import os
 import subprocess
 import sys
 
-import joblib_rs
 import pytest
+
+import joblib_rs
 from joblib_rs import _cpu
 
 

@@ -14,10 +14,11 @@ import traceback
 import warnings
 
 import joblib
-import joblib_rs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import joblib_rs
 from joblib_rs import Parallel, delayed, parallel_config
 from joblib_rs._parallel_backends import SequentialBackend, ThreadingBackend
 

@@ -2,9 +2,11 @@
 
 import os
 import threading
+import time
 import warnings
 
 import pytest
+
 from joblib_rs import Parallel, delayed, parallel_config
 from joblib_rs._parallel_backends import (
     AutoBatchingMixin,
@@ -172,6 +174,15 @@ def test_process_pool_inside_a_worker_process_falls_back_to_one_job():
         ]
 
 
+def test_multiprocessing_inside_a_loky_worker_falls_back_with_a_warning():
+    out = Parallel(n_jobs=2, backend="loky")(delayed(_nested_process_call)(i) for i in range(2))
+    for n_pids, messages in out:
+        assert n_pids == 1
+        assert messages == [
+            "Multiprocessing-backed parallel loops cannot be nested, below loky, setting n_jobs=1"
+        ]
+
+
 def test_process_backend_below_threads_falls_back_with_a_warning():
     def outer(_):
         with warnings.catch_warnings(record=True) as caught:
@@ -300,10 +311,10 @@ def test_loky_pool_stops_after_the_idle_timeout():
     from joblib_rs._parallel_backends import _reusable_pool
 
     _pids_of_two_workers(idle_worker_timeout=0.1)
-    pool = _reusable_pool._pool
-    timer = _reusable_pool._timer
-    assert pool is not None and timer is not None
-    timer.join(WAIT)
+    assert _reusable_pool._pool is not None
+    deadline = time.monotonic() + WAIT
+    while _reusable_pool._pool is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _reusable_pool._pool is None
     # A later call starts a fresh pool.
     assert len(_pids_of_two_workers()) >= 1

@@ -5,8 +5,9 @@ import threading
 import warnings
 from multiprocessing.pool import ThreadPool
 
-import joblib_rs
 import pytest
+
+import joblib_rs
 from joblib_rs import (
     Parallel,
     ParallelBackendBase,

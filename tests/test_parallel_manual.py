@@ -9,8 +9,9 @@ import re
 import sys
 from math import modf, sqrt
 
-import joblib_rs as joblib
 import pytest
+
+import joblib_rs as joblib
 from joblib_rs import Parallel, delayed, parallel_backend
 
 

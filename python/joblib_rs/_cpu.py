@@ -37,7 +37,7 @@ def cpu_count(only_physical_cores: bool = False) -> int:
         The number of usable CPUs.
     """
     os_count = os.cpu_count() or 1
-    user_count = min(os_count, _affinity_count(), _cgroup_count(), _env_count())
+    user_count = min(os_count, _affinity_count(), _system_cgroup_count(), _env_count())
     if only_physical_cores:
         if user_count < os_count:
             return max(user_count, 1)
@@ -78,6 +78,13 @@ def _env_count() -> int:
         return os.cpu_count() or 1
     # A fraction still leaves one whole CPU usable.
     return max(int(n), 1)
+
+
+@lru_cache(maxsize=1)
+def _system_cgroup_count() -> int:
+    # The process's own quota is set when its container starts: read the files once, not on
+    # every Parallel call (three file reads cost more than a warm call's dispatch).
+    return _cgroup_count(_CGROUP_ROOT)
 
 
 def _cgroup_count(root: str | os.PathLike = _CGROUP_ROOT) -> int:

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import pickle
 import threading
+import time
 import traceback
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from joblib_rs._cpu import cpu_count
+from joblib_rs._memmapping import MemmappingContext
 from joblib_rs._threads import ThreadLease, lease_threads
 
 __all__ = [
@@ -523,7 +525,7 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = False
 
     _POOL_OPTIONS = ("initializer", "initargs", "maxtasksperchild", "context")
-    # Parallel's own settings, meaningful for the Rust pool's memmapping (issue 6) only.
+    # Parallel's own settings, used by the Rust pool's memmapping ('loky') only.
     _IGNORED_OPTIONS = ("temp_folder", "max_nbytes", "mmap_mode", "verbose", "prefer", "require")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -533,6 +535,12 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     def _nested_refusal(self) -> str | None:
         if mp.current_process().daemon:
             return "Multiprocessing-backed parallel loops cannot be nested, setting n_jobs=1"
+        if os.environ.get("JOBLIB_RS_WORKER") == "1":
+            # Inside a worker of the Rust pool ('loky'), as joblib refuses below loky.
+            return (
+                "Multiprocessing-backed parallel loops cannot be nested, below loky, "
+                "setting n_jobs=1"
+            )
         if not (self.in_main_thread() or self.nesting_level == 0):
             return (
                 "Multiprocessing-backed parallel loops cannot be nested below threads, "
@@ -608,23 +616,28 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
 
 
 class LokyBackend(MultiprocessingBackend):
-    """The default process backend, ``'loky'``.
+    """The default process backend, ``'loky'``: joblib-rs's Rust process pool.
 
-    Until the Rust process pool lands (issue 6) this runs on the same
-    :class:`multiprocessing.Pool` machinery as :class:`MultiprocessingBackend`, with loky's
-    interface and habits: the worker processes are kept between calls with the same settings
-    and stop after ``idle_worker_timeout`` seconds unused (default 300);
-    ``inner_max_num_threads`` limits BLAS threads in the workers; nesting under it is refused
-    with loky's warnings.
+    Workers are fresh ``python -m joblib_rs._worker`` interpreters (never forks of the
+    caller) started and driven by Rust threads (see ``docs/pool.md``); batches travel with
+    cloudpickle, so lambdas, closures and functions defined in ``__main__`` work. The pool is
+    kept between calls with the same settings and shuts down after ``idle_worker_timeout``
+    seconds unused (default 300). A worker that dies fails the call with
+    :class:`~joblib_rs.exceptions.TerminatedWorkerError` and the next call gets a fresh pool.
+    ``inner_max_num_threads`` limits BLAS threads in the workers; ``initializer`` and
+    ``initargs`` run in each worker at start-up.
     """
 
     supports_inner_max_num_threads = True
     supports_return_generator = True
 
-    _POOL_OPTIONS = (*MultiprocessingBackend._POOL_OPTIONS, "idle_worker_timeout")
+    _POOL_OPTIONS = ("initializer", "initargs", "idle_worker_timeout")
+    # Parallel passes the multiprocessing context to every backend, as joblib does; the Rust
+    # pool starts fresh interpreters itself and has no use for it.
+    _IGNORED_OPTIONS = (*MultiprocessingBackend._IGNORED_OPTIONS, "context")
 
     def _nested_refusal(self) -> str | None:
-        if mp.current_process().daemon:
+        if mp.current_process().daemon or os.environ.get("JOBLIB_RS_WORKER") == "1":
             return (
                 "Loky-backed parallel loops cannot be called in a multiprocessing, "
                 "setting n_jobs=1"
@@ -634,29 +647,72 @@ class LokyBackend(MultiprocessingBackend):
         return None
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
-        """Start the worker processes (or fall back to sequential for one)."""
+        """Get the worker processes ready (or fall back to sequential for one)."""
+        from joblib_rs._process_pool import ProcessPool
+
         if "timeout" in backend_kwargs:
             raise ValueError(
                 "The 'timeout' parameter is not supported by the LokyBackend. "
                 "Please use the `idle_worker_timeout` parameter instead."
             )
-        return super().configure(n_jobs=n_jobs, parallel=parallel, **backend_kwargs)
-
-    def _make_pool(self, context: Any, n_jobs: int, initargs: tuple, options: dict) -> Any:
-        idle_timeout = options.pop("idle_worker_timeout", None)
-        if idle_timeout is None:
-            idle_timeout = self.backend_kwargs.get("idle_worker_timeout", 300)
-        self._idle_timeout = idle_timeout
-        key = (context, n_jobs, initargs, sorted(options.items()))
-        return _reusable_pool.acquire(
-            key, lambda: super(LokyBackend, self)._make_pool(context, n_jobs, initargs, options)
+        n_jobs = self.effective_n_jobs(n_jobs)
+        if n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        options = {**self.backend_kwargs, **backend_kwargs}
+        memmapping = MemmappingContext(
+            options.get("temp_folder"),
+            options.get("max_nbytes", 1024**2),
+            options.get("mmap_mode", "r"),
         )
+        for name in self._IGNORED_OPTIONS:
+            options.pop(name, None)
+        unknown = sorted(set(options) - set(self._POOL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
+                f"expected some of {list(self._POOL_OPTIONS)}"
+            )
+        self._memmapping = memmapping
+        self._idle_timeout = options.get("idle_worker_timeout", 300)
+        env = self._prepare_worker_env(n_jobs)
+        initializer = options.get("initializer")
+        initargs = tuple(options.get("initargs", ()))
+        key = ("joblib-rs", n_jobs, tuple(sorted(env.items())), initializer, initargs)
+        self.parallel = parallel
+        self._pool = _reusable_pool.acquire(
+            key, lambda: ProcessPool(n_jobs, env=env, initializer=initializer, initargs=initargs)
+        )
+        return n_jobs
+
+    def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None):
+        """Send the batch to a worker; ``callback`` gets the future when it is done.
+
+        Arrays of at least ``max_nbytes`` (arguments and results) travel through shared
+        memory (see ``joblib_rs._memmapping``).
+        """
+        memmapping = self._memmapping
+        future = self._pool.submit(memmapping.wrap(func), reduce_array=memmapping.reduce_array)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def retrieve_result_callback(self, out: Any) -> Any:
+        """The batch's results, or its exception raised (worker traceback as cause)."""
+        return out.result()
+
+    def _drop_memmapping(self) -> None:
+        memmapping = getattr(self, "_memmapping", None)
+        if memmapping is not None:
+            memmapping.cleanup()
+            self._memmapping = None
 
     def terminate(self) -> None:
-        """Keep the worker processes for the next call (shut down after the idle timeout)."""
+        """Keep the worker processes for the next call (shut down after the idle timeout);
+        remove the call's shared-memory files."""
         if self._pool is not None:
             _reusable_pool.release(self._pool, getattr(self, "_idle_timeout", 300))
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -664,6 +720,7 @@ class LokyBackend(MultiprocessingBackend):
         if self._pool is not None:
             _reusable_pool.discard(self._pool)
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
         if ensure_ready and self.parallel is not None:
             self.configure(
@@ -677,23 +734,28 @@ class _ReusablePool:
     """One process pool kept alive between ``'loky'`` calls, as loky's reusable executor is.
 
     Handed to one call at a time (a concurrent call gets a private pool, terminated after
-    it), replaced when a call needs other settings, and shut down after ``idle_timeout``
-    seconds without use by a timer thread (no polling) or at interpreter exit.
+    it), replaced when a call needs other settings or is broken, and shut down after
+    ``idle_timeout`` seconds without use or at interpreter exit. One daemon reaper thread per
+    process sleeps on a condition until the idle deadline (no polling, and no thread started
+    per call: starting one costs about a millisecond).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
         self._pool: Any = None
         self._key: Any = None
         self._busy = False
-        self._timer: threading.Timer | None = None
+        self._deadline: float | None = None
+        self._reaper: threading.Thread | None = None
 
     def acquire(self, key: Any, make: Callable[[], Any]) -> Any:
         stale = None
         with self._lock:
             if self._pool is not None and not self._busy:
-                self._cancel_timer()
-                if self._key == key:
+                self._deadline = None
+                # A worker may have died while the pool sat idle: never hand out a broken pool.
+                if self._key == key and getattr(self._pool, "broken", None) is None:
                     self._busy = True
                     return self._pool
                 stale, self._pool = self._pool, None
@@ -716,10 +778,13 @@ class _ReusablePool:
         with self._lock:
             if pool is self._pool:
                 self._busy = False
-                self._cancel_timer()
-                self._timer = threading.Timer(idle_timeout, self._expire, args=(pool,))
-                self._timer.daemon = True
-                self._timer.start()
+                self._deadline = time.monotonic() + idle_timeout
+                if self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._reap, name="joblib-rs-pool-reaper", daemon=True
+                    )
+                    self._reaper.start()
+                self._wakeup.notify()
                 return
         pool.terminate()
 
@@ -727,32 +792,41 @@ class _ReusablePool:
         with self._lock:
             if pool is self._pool:
                 self._pool, self._key, self._busy = None, None, False
-                self._cancel_timer()
+                self._deadline = None
         pool.terminate()
 
-    def _expire(self, pool: Any) -> None:
-        with self._lock:
-            if pool is not self._pool or self._busy:
-                return
-            self._pool, self._key = None, None
-        pool.terminate()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._deadline is None:
+                        self._wakeup.wait()
+                        continue
+                    remaining = self._deadline - time.monotonic()
+                    if remaining > 0:
+                        self._wakeup.wait(remaining)
+                        continue
+                    break
+                self._deadline = None
+                expired = None if self._busy else self._pool
+                if expired is not None:
+                    self._pool, self._key = None, None
+            if expired is not None:
+                expired.terminate()
 
     def shutdown(self) -> None:
         with self._lock:
             pool, self._pool, self._key, self._busy = self._pool, None, None, False
-            self._cancel_timer()
+            self._deadline = None
         if pool is not None:
             pool.terminate()
 
     def forget(self) -> None:
-        # In a forked child the parent's pool is not ours to use or terminate.
+        # In a forked child the parent's pool and reaper thread are not ours.
         self._lock = threading.Lock()
-        self._pool, self._key, self._busy, self._timer = None, None, False, None
+        self._wakeup = threading.Condition(self._lock)
+        self._pool, self._key, self._busy = None, None, False
+        self._deadline, self._reaper = None, None
 
 
 _reusable_pool = _ReusablePool()

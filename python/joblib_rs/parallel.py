@@ -70,8 +70,7 @@ BACKENDS: dict[str, Callable[..., ParallelBackendBase]] = {
     "threading": ThreadingBackend,
     "sequential": SequentialBackend,
     "multiprocessing": MultiprocessingBackend,
-    # The Rust process pool takes this name over in issue 6; until then it is the
-    # multiprocessing pool with loky's interface (see LokyBackend).
+    # joblib's name for its default process backend: here the Rust process pool.
     "loky": LokyBackend,
 }
 DEFAULT_BACKEND = "loky"
@@ -722,8 +721,8 @@ class Parallel:
         None means 1 unless a :class:`parallel_config` sets another value. Converted to int;
         0 raises ``ValueError``.
     backend : str, ParallelBackendBase or None, default=None
-        ``'loky'`` (the default: worker processes; until the Rust process pool lands it runs
-        on the multiprocessing pool), ``'multiprocessing'``, ``'threading'``,
+        ``'loky'`` (the default: worker processes of the Rust process pool),
+        ``'multiprocessing'``, ``'threading'``,
         ``'sequential'``, a name registered with :func:`register_parallel_backend`, a backend
         instance, or a ``multiprocessing`` context. Libraries should rather set ``prefer`` or
         ``require`` so users can choose with :class:`parallel_config`.
