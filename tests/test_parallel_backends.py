@@ -445,3 +445,37 @@ def test_idle_threads_are_bounded():
     assert sum(size * len(idle) for size, idle in _threads._idle.items()) <= (
         _threads._MAX_IDLE_THREADS
     )
+
+
+def _is_memmap(array):
+    import numpy as np
+
+    return isinstance(array, np.memmap)
+
+
+def test_multiprocessing_memmaps_large_arguments(tmp_path):
+    np = pytest.importorskip("numpy")
+    p = Parallel(n_jobs=2, backend="multiprocessing", max_nbytes=1e6, temp_folder=str(tmp_path))
+    assert p(delayed(_is_memmap)(np.ones(int(i))) for i in [1e2, 1e4, 1e6]) == [
+        False,
+        False,
+        True,
+    ]
+    # The call's shared-memory files are gone when it ends.
+    assert list(tmp_path.iterdir()) == []
+    big = np.arange(300_000, dtype=np.float64)
+    out = Parallel(n_jobs=2, backend="multiprocessing", max_nbytes=None)(
+        delayed(_is_memmap)(a) for a in [big, big[:10]]
+    )
+    assert out == [False, False]
+
+
+def test_multiprocessing_large_results_come_back_intact(tmp_path):
+    np = pytest.importorskip("numpy")
+    out = Parallel(
+        n_jobs=2, backend="multiprocessing", max_nbytes="1K", temp_folder=str(tmp_path)
+    )(delayed(np.full)(100_000, i, dtype=np.int64) for i in range(4))
+    for i, array in enumerate(out):
+        assert array.shape == (100_000,)
+        assert (array == i).all()
+    assert list(tmp_path.iterdir()) == []

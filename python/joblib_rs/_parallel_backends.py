@@ -109,11 +109,24 @@ class _CloudpickledCall:
 
     __slots__ = ("payload",)
 
-    def __init__(self, func: Callable[[], Any]) -> None:
+    def __init__(
+        self, func: Callable[[], Any], reduce_array: Callable[[Any], Any] | None = None
+    ) -> None:
+        import io
+        import sys
+
         import cloudpickle
 
         try:
-            self.payload = cloudpickle.dumps(func)
+            if reduce_array is None or "numpy" not in sys.modules:
+                self.payload = cloudpickle.dumps(func)
+            else:
+                # Large arrays go to shared memory (see joblib_rs._memmapping).
+                from joblib_rs._process_pool import _TaskPickler
+
+                buffer = io.BytesIO()
+                _TaskPickler(buffer, reduce_array).dump(func)
+                self.payload = buffer.getvalue()
         except Exception as exc:
             raise pickle.PicklingError(
                 f"Could not pickle the task to send it to the workers: {exc}"
@@ -512,7 +525,9 @@ def default_mp_context() -> Any:
 class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     """Runs batches in a :class:`multiprocessing.Pool` (joblib's legacy process backend).
 
-    Batches travel with cloudpickle, so lambdas and functions defined in ``__main__`` work.
+    Batches travel with cloudpickle, so lambdas and functions defined in ``__main__`` work;
+    arrays of at least ``max_nbytes`` travel through shared memory as ``'loky'``'s do (see
+    ``joblib_rs._memmapping``), as joblib's memmapping pool does for this backend.
     The start method is the platform default unless ``JOBLIB_START_METHOD`` names another,
     or a multiprocessing context is passed as ``Parallel(backend=ctx)`` or ``context=ctx``.
     Pool options (``initializer``, ``initargs``, ``maxtasksperchild``) pass through
@@ -525,7 +540,7 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = False
 
     _POOL_OPTIONS = ("initializer", "initargs", "maxtasksperchild", "context")
-    # Parallel's own settings, used by the Rust pool's memmapping ('loky') only.
+    # Parallel's own settings: memmapping options are read before these are dropped.
     _IGNORED_OPTIONS = ("temp_folder", "max_nbytes", "mmap_mode", "verbose", "prefer", "require")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -566,6 +581,11 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         options = {**self.backend_kwargs, **backend_kwargs}
+        sharing = (
+            options.get("temp_folder"),
+            options.get("max_nbytes", 1024**2),
+            options.get("mmap_mode", "r"),
+        )
         for name in self._IGNORED_OPTIONS:
             options.pop(name, None)
         unknown = sorted(set(options) - set(self._POOL_OPTIONS))
@@ -574,6 +594,7 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
                 f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
                 f"expected some of {list(self._POOL_OPTIONS)}"
             )
+        self._memmapping = MemmappingContext(*sharing)
         context = options.pop("context", None) or default_mp_context()
         initargs = (
             self._prepare_worker_env(n_jobs),
@@ -587,21 +608,28 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     def _make_pool(self, context: Any, n_jobs: int, initargs: tuple, options: dict) -> Any:
         return context.Pool(n_jobs, _worker_initializer, initargs, **options)
 
+    def _drop_memmapping(self) -> None:
+        memmapping = getattr(self, "_memmapping", None)
+        if memmapping is not None:
+            memmapping.cleanup()
+            self._memmapping = None
+
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None):
-        """Send the cloudpickled batch to the pool."""
-        return self._pool.apply_async(
-            _CloudpickledCall(func), (), callback=callback, error_callback=callback
-        )
+        """Send the cloudpickled batch to the pool; large arrays through shared memory."""
+        memmapping = self._memmapping
+        task = _CloudpickledCall(memmapping.wrap(func), memmapping.reduce_array)
+        return self._pool.apply_async(task, (), callback=callback, error_callback=callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
         """Return the batch's results or raise its exception (worker traceback as cause)."""
         return _raise_or_return(out)
 
     def terminate(self) -> None:
-        """Stop the pool's processes."""
+        """Stop the pool's processes and remove the call's shared-memory files."""
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
