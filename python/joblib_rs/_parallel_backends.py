@@ -445,8 +445,9 @@ class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = True
     supports_sharedmem = True
 
-    # Threads dispatch in microseconds: short batches keep the load balanced.
-    MIN_IDEAL_BATCH_DURATION = 0.005
+    # Threads dispatch in microseconds: short batches keep the load balanced, and tasks of
+    # a couple of milliseconds or more are dispatched one by one, as joblib does.
+    MIN_IDEAL_BATCH_DURATION = 0.002
     MAX_IDEAL_BATCH_DURATION = 0.05
     # joblib's threading backend has no batching to report: keep its verbose output.
     _report_batch_size_changes = False
