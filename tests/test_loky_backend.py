@@ -83,16 +83,10 @@ CRASHES = {
     "exit-in-task": (delayed(os._exit)(3), TerminatedWorkerError, "exited with code 3"),
     "segfault-in-task": (delayed(ctypes.string_at)(0), TerminatedWorkerError, "SIGSEGV"),
     "sigkill-in-task": (delayed(_sigkill_self)(), TerminatedWorkerError, "SIGKILL"),
-    "exit-at-unpickle": (
-        delayed(_identity)(ExitOnUnpickle()),
-        TerminatedWorkerError,
-        "exited with code 5",
-    ),
-    "error-at-pickle": (
-        delayed(_identity)(FailOnPickle()),
-        pickle.PicklingError,
-        "refuses to be pickled",
-    ),
+    "exit-at-unpickle": (delayed(_identity)(ExitOnUnpickle()), TerminatedWorkerError,
+                         "exited with code 5"),
+    "error-at-pickle": (delayed(_identity)(FailOnPickle()), pickle.PicklingError,
+                        "refuses to be pickled"),
     "error-at-result-pickle": (delayed(_return_lock)(), pickle.PicklingError, "lock"),
 }
 
@@ -145,8 +139,7 @@ def test_exceptions_keep_their_type_and_worker_traceback():
     with pytest.raises(ZeroDivisionError) as excinfo:
         Parallel(n_jobs=2)(delayed(divmod)(1, i) for i in [1, 2, 0, 3])
     assert "divmod" in str(excinfo.value.__cause__) or "ZeroDivisionError" in str(
-        excinfo.value.__cause__
-    )
+        excinfo.value.__cause__)
 
 
 def test_lambdas_and_closures_travel():

@@ -88,19 +88,13 @@ def _address(array: Any) -> int:
     return array.__array_interface__["data"][0]
 
 
-def open_memmap(
-    filename: str,
-    dtype: Any,
-    mode: str,
-    offset: int,
-    shape: tuple,
-    strides: tuple | None,
-    order: str,
-) -> Any:
+def open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple,
+                strides: tuple | None, order: str) -> Any:
     """Rebuilds an array argument as an ``np.memmap`` in the worker."""
     np = __import__("numpy")
     if strides is None:
-        return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape, order=order)
+        return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape,
+                         order=order)
     # A strided view: map the bytes it spans, then lay the view over them.
     dtype = np.dtype(dtype)
     low = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s < 0)
@@ -143,9 +137,8 @@ class MemmappingContext:
         Mode in which workers open the arguments written by the parent.
     """
 
-    def __init__(
-        self, temp_folder: str | None, max_nbytes: int | None, mmap_mode: str | None
-    ) -> None:
+    def __init__(self, temp_folder: str | None, max_nbytes: int | None,
+                 mmap_mode: str | None) -> None:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode or "r"
         base = resolve_temp_folder(temp_folder)
@@ -175,8 +168,7 @@ class MemmappingContext:
 
     def _reference(self, array: Any, backing: Any) -> Any:
         mode = {"w+": "r+", "r+": "r+", "readwrite": "r+", "write": "r+"}.get(
-            backing.mode, backing.mode
-        )
+            backing.mode, backing.mode)
         # File offset of the array's first byte: where numpy's mapping starts in the file
         # (the requested offset rounded down to the allocation granularity), plus the
         # distance from the mapping's start to the data.
@@ -189,7 +181,8 @@ class MemmappingContext:
             return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "C")
         if array.flags.f_contiguous:
             return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "F")
-        return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides, "C")
+        return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides,
+                             "C")
 
     def _dump(self, np: Any, array: Any) -> tuple:
         os.makedirs(self.folder, exist_ok=True)
@@ -245,12 +238,8 @@ class _ResultPickler(cloudpickle.Pickler):
         self._ndarray = _numpy().ndarray if _numpy() is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
-        if (
-            self._ndarray is not None
-            and type(obj) is self._ndarray
-            and obj.nbytes >= self._max_nbytes
-            and not obj.dtype.hasobject
-        ):
+        if (self._ndarray is not None and type(obj) is self._ndarray
+                and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
             os.makedirs(self._folder, exist_ok=True)
             path = os.path.join(self._folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
             if obj.flags.f_contiguous and not obj.flags.c_contiguous:
