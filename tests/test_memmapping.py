@@ -268,3 +268,64 @@ def test_cleanup_at_interpreter_exit_of_a_managed_parallel(tmp_path):
                          env=env, timeout=TIMEOUT, check=True)
     assert "1048576" in out.stdout
     assert list_folder(base) == []
+
+
+def test_manual_management_of_memmapped_input_data(tmp_path):
+    import gc
+
+    from joblib_rs import dump, load
+
+    large_array = np.ones(int(1e6))
+    filename = os.path.join(tmp_path, "joblib_test.mmap")
+    _ = dump(large_array, filename)
+    large_memmap = load(filename, mmap_mode="r+")
+    assert (large_memmap.__class__.__name__, large_array.nbytes, large_array.shape) == (
+        "memmap", 8000000, (1000000,))
+    assert np.allclose(large_array, large_memmap)
+    del large_array
+    _ = gc.collect()
+    small_memmap = large_memmap[2:5]
+    assert (small_memmap.__class__.__name__, small_memmap.nbytes, small_memmap.shape) == (
+        "memmap", 24, (3,))
+    small_array = np.asarray(small_memmap)
+    assert (small_array.__class__.__name__, small_array.nbytes, small_array.shape) == (
+        "ndarray", 24, (3,))
+    assert Parallel(n_jobs=2, max_nbytes=None)(
+        delayed(is_memmap)(a) for a in [large_memmap, small_memmap, small_array]) == [
+        True, True, True]
+    large_memmap[3] = 7.0  # workers read the very bytes of the file, at the right offset
+    copies = Parallel(n_jobs=2, max_nbytes=None)(
+        delayed(lambda a: np.asarray(a).copy())(a) for a in [small_memmap, small_array])
+    assert [c.tolist() for c in copies] == [[1.0, 7.0, 1.0]] * 2
+
+
+def test_manual_numpy_memmap_example_with_dump_and_load(tmp_path):
+    from joblib_rs import dump, load
+
+    data = np.random.default_rng(2).random(int(1e6))
+    window = int(5e4)
+    slices = [slice(start, start + window) for start in range(0, data.size - window, int(1e5))]
+
+    def slow_mean(data, sl):
+        time.sleep(0.005)
+        return data[sl].mean()
+
+    expected = [data[sl].mean() for sl in slices]
+    folder = tmp_path / "joblib_memmap"
+    folder.mkdir()
+    data_filename_memmap = os.path.join(folder, "data_memmap")
+    dump(data, data_filename_memmap)
+    data = load(data_filename_memmap, mmap_mode="r")
+    results = Parallel(n_jobs=2)(delayed(slow_mean)(data, sl) for sl in slices)
+    np.testing.assert_allclose(results, expected)
+
+    def slow_mean_write_output(data, sl, output, idx):
+        time.sleep(0.005)
+        output[idx] = data[sl].mean()
+
+    output = np.memmap(os.path.join(folder, "output_memmap"), dtype=data.dtype,
+                       shape=len(slices), mode="w+")
+    data = load(data_filename_memmap, mmap_mode="r")
+    Parallel(n_jobs=2)(delayed(slow_mean_write_output)(data, sl, output, idx)
+                       for idx, sl in enumerate(slices))
+    np.testing.assert_allclose(output, expected)
