@@ -676,7 +676,9 @@ class LokyBackend(MultiprocessingBackend):
     _IGNORED_OPTIONS = (*MultiprocessingBackend._IGNORED_OPTIONS, "context")
 
     def _nested_refusal(self) -> str | None:
-        if mp.current_process().daemon or os.environ.get("JOBLIB_RS_WORKER") == "1":
+        # A worker of our own pool may start a pool of its own, as loky workers can (an
+        # explicit backend='loky' inside a task); daemonic stdlib workers cannot.
+        if mp.current_process().daemon:
             return (
                 "Loky-backed parallel loops cannot be called in a multiprocessing, "
                 "setting n_jobs=1"
