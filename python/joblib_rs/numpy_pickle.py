@@ -285,8 +285,8 @@ def dump(
         ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` and ``.zst`` select their codec.
     compress : int from 0 to 9, bool, str or 2-tuple, default=0
         0 or False: no compression. True or an int level 1-9: the default codec,
-        ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1,
-        4 → 2, 5 → 3, 6 → 5, 7 → 9, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
+        ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1-3,
+        4 → 5, 5 → 7, 6 → 9, 7 → 12, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
         ``'bz2'``, ``'lzma'``, ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its
         default level (zlib/gzip 3, bz2 9, lzma/xz 6, zstd 3); a ``(name, level)`` tuple sets
         both (zstd accepts its own levels 1-22 there).
@@ -360,10 +360,10 @@ def dump(
     return [filename] if is_filename else None
 
 
-#: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd levels: 1-3 are zstd's
-#: fastest full-strength level (which on this kind of data compresses as well as zlib 3),
-#: higher values trade speed for ratio up to zstd 19.
-_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 1, 3: 1, 4: 2, 5: 3, 6: 5, 7: 9, 8: 15, 9: 19}
+#: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd's 1-19: the low levels
+#: are equal, higher ones spread over zstd's range. (Incompressible chunks are compressed at
+#: zstd level 1 whatever the level: see codec/mod.rs.)
+_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 2, 3: 3, 4: 5, 5: 7, 6: 9, 7: 12, 8: 15, 9: 19}
 
 
 def _default_level(method: str) -> int:

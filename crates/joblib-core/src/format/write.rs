@@ -90,6 +90,27 @@ fn end_record(index: u32, stored_len: u64, checksum: u64) -> [u8; BLOCK] {
     e
 }
 
+fn put_chunks<W: Write>(
+    out: &mut Counting<W>,
+    hasher: &mut Xxh3,
+    stored: Vec<Vec<u8>>,
+) -> Result<(), FormatError> {
+    for s in stored {
+        let len = u32::try_from(s.len()).map_err(|_| {
+            FormatError::Sink(format!(
+                "compressed chunk of {} bytes is too large",
+                s.len()
+            ))
+        })?;
+        let len = len.to_le_bytes();
+        hasher.update(&len);
+        hasher.update(&s);
+        out.put(&len)?;
+        out.put(&s)?;
+    }
+    Ok(())
+}
+
 fn write_frame<W: Write>(
     out: &mut Counting<W>,
     index: u32,
@@ -120,23 +141,26 @@ fn write_frame<W: Write>(
             out.put(piece)?;
         }
     } else {
-        for batch in data.chunks(chunk * BATCH_CHUNKS) {
-            let stored = codec::compress_chunks(codec, opts.level, batch, chunk)
-                .map_err(FormatError::Options)?;
-            for s in stored {
-                let len = u32::try_from(s.len()).map_err(|_| {
-                    FormatError::Sink(format!(
-                        "compressed chunk of {} bytes is too large",
-                        s.len()
-                    ))
-                })?;
-                let len = len.to_le_bytes();
-                hasher.update(&len);
-                hasher.update(&s);
-                out.put(&len)?;
-                out.put(&s)?;
+        // Pipeline: batch k+1 compresses on the thread pool while batch k is written.
+        let level = opts.level;
+        std::thread::scope(|scope| -> Result<(), FormatError> {
+            let mut pending: Option<Vec<Vec<u8>>> = None;
+            for batch in data.chunks(chunk * BATCH_CHUNKS) {
+                let job = scope.spawn(move || codec::compress_chunks(codec, level, batch, chunk));
+                if let Some(done) = pending.take() {
+                    put_chunks(out, &mut hasher, done)?;
+                }
+                let stored = job
+                    .join()
+                    .map_err(|_| FormatError::Sink("compression thread panicked".into()))?
+                    .map_err(FormatError::Options)?;
+                pending = Some(stored);
             }
-        }
+            if let Some(done) = pending {
+                put_chunks(out, &mut hasher, done)?;
+            }
+            Ok(())
+        })?;
     }
     let stored_len = out.pos - start;
     let pad = pad_len(stored_len) as usize;
