@@ -756,6 +756,8 @@ def test_round_trip_property(tmp_path_factory: Any, value: Any, compress: Any) -
     path = tmp_path_factory.mktemp("prop") / "v.jrs"
     joblib_rs.dump(value, path, compress=compress)
     assert_same(value, joblib_rs.load(path))
+    # Everything generated here is plain data: the "safe" preset must accept all of it.
+    assert_same(value, joblib_rs.load(path, allowed="safe"))
     if compress == 0:
         assert_same(value, joblib_rs.load(path, mmap_mode="r"))
 
@@ -821,3 +823,16 @@ def test_joblib_file_with_impossible_array_size_is_rejected(tmp_path: Path) -> N
     path.write_bytes(raw.replace(b"M\xe8\x03", b"M\x60\xea"))
     with pytest.raises(CorruptFileError, match="bytes left in the file"):
         joblib_rs.load(path)
+
+
+def test_dumping_a_loaded_memmap(tmp_path: Path) -> None:
+    first = tmp_path / "first.jrs"
+    joblib_rs.dump({"a": np.arange(5000.0).reshape(50, 100)}, first)
+    mapped = joblib_rs.load(first, mmap_mode="r")["a"]
+    assert isinstance(mapped, np.memmap)
+    second = tmp_path / "second.jrs"
+    joblib_rs.dump([mapped, mapped[::3, 1:]], second, compress="lz4")
+    a, b = joblib_rs.load(second)
+    assert type(a) is np.ndarray and type(b) is np.ndarray
+    np.testing.assert_array_equal(a, mapped)
+    np.testing.assert_array_equal(b, np.asarray(mapped)[::3, 1:])

@@ -45,9 +45,7 @@ impl Region {
 fn contiguous(obj: &Bound<'_, PyAny>) -> PyResult<(PyUntypedBuffer, Region)> {
     let buf = PyUntypedBuffer::get(obj)?;
     if !buf.is_c_contiguous() {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "out-of-band buffers must be contiguous",
-        ));
+        return Err(crate::errors::not_contiguous());
     }
     let region = Region {
         ptr: buf.buf_ptr() as usize,
