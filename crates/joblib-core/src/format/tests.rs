@@ -15,7 +15,7 @@ struct VecSink {
 impl VecSink {
     fn new() -> Self {
         Self {
-            cap: 1 << 24,
+            cap: 1 << 27,
             frames: Vec::new(),
             skip_buffers: false,
         }
@@ -359,5 +359,27 @@ fn mutable_frames_skip_their_checksum_only() {
     assert!(matches!(
         decode(&marked).unwrap_err(),
         FormatError::ChecksumMismatch { index: 1, .. }
+    ));
+}
+
+#[test]
+fn payloads_larger_than_a_read_piece_round_trip_and_are_checked() {
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    let p = b"pickle".to_vec();
+    let bytes = encode(&[&big], &p, Codec::None, 0, 0);
+    let (infos, sink) = decode(&bytes).unwrap();
+    assert!(infos[0].verified);
+    assert!(sink.frames[0].1 == big);
+    let mut bad = bytes.clone();
+    bad[128 + (35 << 20)] ^= 4;
+    assert!(matches!(
+        decode(&bad).unwrap_err(),
+        FormatError::ChecksumMismatch { index: 0, .. }
+    ));
+    let mut short = bytes;
+    short.truncate(128 + (20 << 20));
+    assert!(matches!(
+        decode(&short).unwrap_err(),
+        FormatError::Truncated { .. }
     ));
 }
