@@ -836,3 +836,36 @@ def test_dumping_a_loaded_memmap(tmp_path: Path) -> None:
     assert type(a) is np.ndarray and type(b) is np.ndarray
     np.testing.assert_array_equal(a, mapped)
     np.testing.assert_array_equal(b, np.asarray(mapped)[::3, 1:])
+
+
+def test_several_dumps_in_one_file_object_load_in_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "many.bin"
+    values = [{"i": i, "a": np.full(1000 * (i + 1), i)} for i in range(3)]
+    with open(path, "wb") as f:
+        for v in values:
+            joblib_rs.dump(v, f, compress=("zstd", 1) if values.index(v) == 1 else 0)
+    with open(path, "rb") as f:
+        for v in values:
+            assert_same(joblib_rs.load(f), v)
+        assert f.read() == b""
+
+
+def test_file_object_errors_propagate(tmp_path: Path) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+            self._reads = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            self._reads += 1
+            if self._reads > 2:
+                raise OSError("disk on fire")
+            return self._data.read(n)
+
+    buf = io.BytesIO()
+    joblib_rs.dump({"a": np.arange(100_000)}, buf)
+    with pytest.raises(OSError, match="disk on fire"):
+        joblib_rs.load(Broken(buf.getvalue()))

@@ -584,7 +584,12 @@ def load(
                         "ignored.",
                         stacklevel=2,
                     )
-            data = fobj.read()
+            prefix = fobj.read(len(_CONTAINER_MAGIC))
+            if prefix == _CONTAINER_MAGIC:
+                # Streamed into the final buffers; the object is left just after the file.
+                frames = _core.read_fileobj(fobj, prefix, _alloc)
+                return _load_container_frames(frames, None, None, policy)
+            data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
         if not isinstance(filename, str):
             raise ValueError(
