@@ -869,3 +869,10 @@ def test_file_object_errors_propagate(tmp_path: Path) -> None:
     joblib_rs.dump({"a": np.arange(100_000)}, buf)
     with pytest.raises(OSError, match="disk on fire"):
         joblib_rs.load(Broken(buf.getvalue()))
+
+
+def test_dump_into_missing_folder_names_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "x.jrs"
+    with pytest.raises(FileNotFoundError) as exc:
+        joblib_rs.dump([1], target)
+    assert str(target) in str(exc.value)

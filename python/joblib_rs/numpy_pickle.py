@@ -42,6 +42,8 @@ _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _OOB_MIN_COMPRESSED = 4096
 
 _CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
+#: Pickles above this size are unpickled with the cyclic garbage collector paused.
+_GC_PAUSE_MIN = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,10 +413,12 @@ def _alloc(n: int) -> Any:
 
 
 def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
-    # Unpickling allocates many containers and nothing cyclic becomes garbage meanwhile:
-    # pausing the cyclic collector avoids repeated full scans of the growing object graph.
-    paused = gc.isenabled()
-    gc.disable()
+    # Unpickling a big pickle allocates many containers and nothing cyclic becomes garbage
+    # meanwhile: pausing the cyclic collector avoids repeated scans of the growing graph.
+    # Small pickles (the common cache hit) leave the collector alone.
+    paused = len(data) > _GC_PAUSE_MIN and gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         if policy is None:
             return pickle.loads(data, buffers=buffers)
