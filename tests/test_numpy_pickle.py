@@ -876,3 +876,35 @@ def test_dump_into_missing_folder_names_the_target(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as exc:
         joblib_rs.dump([1], target)
     assert str(target) in str(exc.value)
+
+
+def test_gil_is_released_while_compressing_and_reading(tmp_path: Path) -> None:
+    import threading
+
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            stop.wait(0.001)
+
+    value = np.random.default_rng(3).random(2_000_000)  # 16 MB: four chunks
+    path = tmp_path / "gil.jrs"
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        before = ticks
+        joblib_rs.dump(value, path, compress=("zlib", 9))  # a slow codec: the call lasts
+        during_dump = ticks - before
+        before = ticks
+        out = joblib_rs.load(path)
+        during_load = ticks - before
+    finally:
+        stop.set()
+        t.join()
+    np.testing.assert_array_equal(out, value)
+    # A Python thread kept running during both calls: the GIL was not held throughout.
+    assert during_dump >= 3, during_dump
+    assert during_load >= 1, during_load
