@@ -383,3 +383,34 @@ fn payloads_larger_than_a_read_piece_round_trip_and_are_checked() {
         FormatError::Truncated { .. }
     ));
 }
+
+/// A source that only implements `Read`: no seeking, no known length (a pipe).
+struct Pipe(Cursor<Vec<u8>>);
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Short reads, as pipes do.
+        let n = buf.len().min(1000);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+impl Source for Pipe {}
+
+#[test]
+fn non_seekable_sources_read_and_skip() {
+    let (a, b, p) = sample_buffers();
+    for codec in [Codec::None, Codec::Zstd] {
+        let bytes = encode(&[&a, &b], &p, codec, codec.default_level(), 700);
+        let mut sink = VecSink::new();
+        read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut sink).unwrap();
+        assert_eq!(sink.frames[0].1, a);
+        assert_eq!(sink.frames[2].1, p);
+        let mut skipping = VecSink::new();
+        skipping.skip_buffers = true;
+        let infos = read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut skipping).unwrap();
+        assert_eq!(infos[0].verified, codec != Codec::None);
+        let cut = bytes[..bytes.len() - 70].to_vec();
+        assert!(read_container(&mut Pipe(Cursor::new(cut)), &mut VecSink::new()).is_err());
+    }
+}
