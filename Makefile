@@ -30,7 +30,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check python tests benchmarks demo
 
 rust-test:
-	cargo test -p joblib-core
+	cargo test --workspace
 
 py-test:
 	$(PY) -m pytest

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import joblib_rs
 import numpy as np
+
+import joblib_rs
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> float:

@@ -19,13 +19,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import joblib_rs
 import numpy as np
 import pytest
 from compat.joblib_files import JOBLIB_COMPRESSIONS, sample_object, write_with_joblib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import joblib_rs
 from joblib_rs import CorruptFileError, _core
 from joblib_rs.compressor import CompressorWrapper
 from joblib_rs.numpy_pickle import _alloc

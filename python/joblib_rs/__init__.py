@@ -3,8 +3,39 @@
 Use it as ``import joblib_rs as joblib``.
 """
 
+from joblib_rs._cloudpickle_wrapper import wrap_non_picklable_objects
 from joblib_rs._core import __version__
+from joblib_rs._cpu import cpu_count
+from joblib_rs._parallel_backends import ParallelBackendBase
 from joblib_rs.compressor import register_compressor
+from joblib_rs.exceptions import BrokenProcessPool, TerminatedWorkerError
+from joblib_rs.hashing import hash
 from joblib_rs.numpy_pickle import CorruptFileError, dump, load
+from joblib_rs.parallel import (
+    Parallel,
+    delayed,
+    effective_n_jobs,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
+)
 
-__all__ = ["CorruptFileError", "__version__", "dump", "load", "register_compressor"]
+__all__ = [
+    "BrokenProcessPool",
+    "CorruptFileError",
+    "Parallel",
+    "ParallelBackendBase",
+    "TerminatedWorkerError",
+    "__version__",
+    "cpu_count",
+    "delayed",
+    "dump",
+    "effective_n_jobs",
+    "hash",
+    "load",
+    "parallel_backend",
+    "parallel_config",
+    "register_compressor",
+    "register_parallel_backend",
+    "wrap_non_picklable_objects",
+]

@@ -7,9 +7,11 @@
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
 //! - [`format`]: the container of `dump` files (frames, checksums, index), read and written.
 //! - [`codec`]: the compression codecs, chunked and parallel.
+//! - [`pool`]: the worker process pool behind the default `'loky'` backend.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
 pub mod codec;
 pub mod format;
 pub mod hash;
+pub mod pool;
 pub mod threads;

@@ -6,12 +6,17 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod hash;
 mod persist;
+mod pool;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
+    m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
+    m.add_class::<pool::PyProcessPool>()?;
     persist::register(m)?;
     Ok(())
 }

@@ -27,7 +27,9 @@ pub use strided::StridedLayout;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HashError {
     /// `hash_name` is not one of [`Algorithm::NAMES`].
-    #[error("Valid options for 'hash_name' are {valid:?}. Got hash_name={0:?} instead.", valid = Algorithm::NAMES)]
+    #[error(
+        "Valid options for 'hash_name' are ['xxh3', 'md5', 'sha1']. Got hash_name='{0}' instead."
+    )]
     UnknownAlgorithm(String),
     /// Array geometry that does not fit its memory.
     #[error("invalid array layout: {0}")]
