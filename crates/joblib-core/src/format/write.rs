@@ -139,23 +139,12 @@ fn write_frame<W: Write>(
         data.len() as u64,
     ))?;
     let mut hasher = Xxh3::new();
-    let mut plain_digest = None;
     let start = out.pos;
-    if codec == Codec::None && data.len() <= PIECE {
-        hasher.update(data);
-        out.put(data)?;
-    } else if codec == Codec::None {
-        // The data is immutable here: hash it on a helper thread while it is written.
-        let digest = std::thread::scope(|scope| -> Result<u64, FormatError> {
-            let hashing = scope.spawn(|| xxhash_rust::xxh3::xxh3_64(data));
-            for piece in data.chunks(PIECE) {
-                out.put(piece)?;
-            }
-            hashing
-                .join()
-                .map_err(|_| FormatError::Sink("hashing thread panicked".into()))
-        })?;
-        plain_digest = Some(digest);
+    if codec == Codec::None {
+        for piece in data.chunks(PIECE) {
+            hasher.update(piece);
+            out.put(piece)?;
+        }
     } else {
         // Pipeline: batch k+1 compresses on the thread pool while batch k is written.
         let level = opts.level;
@@ -181,7 +170,7 @@ fn write_frame<W: Write>(
     let stored_len = out.pos - start;
     let pad = pad_len(stored_len) as usize;
     out.put(&ZEROS[..pad])?;
-    let checksum = plain_digest.unwrap_or_else(|| hasher.digest());
+    let checksum = hasher.digest();
     out.put(&end_record(index, stored_len, checksum))?;
     Ok(Entry {
         offset,
