@@ -106,8 +106,11 @@ pub trait Sink {
     fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError>;
 }
 
-/// Chunks decoded per parallel batch (bounds the compressed bytes held in memory).
-const BATCH_CHUNKS: usize = 16;
+/// Chunks per pipelined batch: two per thread keeps every core busy while the next batch is
+/// read, and small batches start decoding early.
+fn batch_chunks() -> usize {
+    (2 * crate::threads::available_threads()).clamp(2, 32)
+}
 const PIECE: usize = 16 << 20;
 
 struct Reader<'s, S: Source + ?Sized> {
@@ -357,7 +360,7 @@ fn read_payload<S: Source + ?Sized>(
             let mut spare: Vec<Vec<u8>> = Vec::new();
             let mut job: Option<Job<'_>> = None;
             while remaining > 0 {
-                let take = remaining.min(BATCH_CHUNKS as u64) as usize;
+                let take = remaining.min(batch_chunks() as u64) as usize;
                 let mut batch = std::mem::take(&mut spare);
                 for i in 0..take {
                     let raw = raw_left.min(chunk as u64) as usize;

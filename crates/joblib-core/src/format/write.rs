@@ -39,8 +39,11 @@ impl Default for WriteOptions {
     }
 }
 
-/// Raw bytes compressed per parallel batch: bounds the memory held by compressed output.
-const BATCH_CHUNKS: usize = 16;
+/// Chunks per pipelined batch: two per thread keeps every core busy while the previous batch
+/// is written, and small batches start writing early.
+fn batch_chunks() -> usize {
+    (2 * crate::threads::available_threads()).clamp(2, 32)
+}
 /// Uncompressed payloads are hashed and written in pieces of this size.
 const PIECE: usize = 16 << 20;
 const ZEROS: [u8; BLOCK] = [0u8; BLOCK];
@@ -150,7 +153,7 @@ fn write_frame<W: Write>(
         let level = opts.level;
         std::thread::scope(|scope| -> Result<(), FormatError> {
             let mut pending: Option<Vec<Vec<u8>>> = None;
-            for batch in data.chunks(chunk * BATCH_CHUNKS) {
+            for batch in data.chunks(chunk * batch_chunks()) {
                 let job = scope.spawn(move || codec::compress_chunks(codec, level, batch, chunk));
                 if let Some(done) = pending.take() {
                     put_chunks(out, &mut hasher, done)?;
