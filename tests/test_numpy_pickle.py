@@ -757,6 +757,8 @@ def test_round_trip_property(tmp_path_factory: Any, value: Any, compress: Any) -
     path = tmp_path_factory.mktemp("prop") / "v.jrs"
     joblib_rs.dump(value, path, compress=compress)
     assert_same(value, joblib_rs.load(path))
+    # Everything generated here is plain data: the "safe" preset must accept all of it.
+    assert_same(value, joblib_rs.load(path, allowed="safe"))
     if compress == 0:
         assert_same(value, joblib_rs.load(path, mmap_mode="r"))
 
@@ -822,3 +824,98 @@ def test_joblib_file_with_impossible_array_size_is_rejected(tmp_path: Path) -> N
     path.write_bytes(raw.replace(b"M\xe8\x03", b"M\x60\xea"))
     with pytest.raises(CorruptFileError, match="bytes left in the file"):
         joblib_rs.load(path)
+
+
+def test_dumping_a_loaded_memmap(tmp_path: Path) -> None:
+    first = tmp_path / "first.jrs"
+    joblib_rs.dump({"a": np.arange(5000.0).reshape(50, 100)}, first)
+    mapped = joblib_rs.load(first, mmap_mode="r")["a"]
+    assert isinstance(mapped, np.memmap)
+    second = tmp_path / "second.jrs"
+    joblib_rs.dump([mapped, mapped[::3, 1:]], second, compress="lz4")
+    a, b = joblib_rs.load(second)
+    assert type(a) is np.ndarray and type(b) is np.ndarray
+    np.testing.assert_array_equal(a, mapped)
+    np.testing.assert_array_equal(b, np.asarray(mapped)[::3, 1:])
+
+
+def test_several_dumps_in_one_file_object_load_in_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "many.bin"
+    values = [{"i": i, "a": np.full(1000 * (i + 1), i)} for i in range(3)]
+    with open(path, "wb") as f:
+        for v in values:
+            joblib_rs.dump(v, f, compress=("zstd", 1) if values.index(v) == 1 else 0)
+    with open(path, "rb") as f:
+        for v in values:
+            assert_same(joblib_rs.load(f), v)
+        assert f.read() == b""
+
+
+def test_file_object_errors_propagate(tmp_path: Path) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+            self._reads = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            self._reads += 1
+            if self._reads > 2:
+                raise OSError("disk on fire")
+            return self._data.read(n)
+
+    buf = io.BytesIO()
+    joblib_rs.dump({"a": np.arange(100_000)}, buf)
+    with pytest.raises(OSError, match="disk on fire"):
+        joblib_rs.load(Broken(buf.getvalue()))
+
+
+def test_dump_into_missing_folder_names_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "x.jrs"
+    with pytest.raises(FileNotFoundError) as exc:
+        joblib_rs.dump([1], target)
+    assert str(target) in str(exc.value)
+
+
+def test_gil_is_released_while_compressing_and_reading(tmp_path: Path) -> None:
+    import threading
+
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            stop.wait(0.001)
+
+    value = np.random.default_rng(3).random(2_000_000)  # 16 MB: four chunks
+    path = tmp_path / "gil.jrs"
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        before = ticks
+        joblib_rs.dump(value, path, compress=("zlib", 9))  # a slow codec: the call lasts
+        during_dump = ticks - before
+        before = ticks
+        out = joblib_rs.load(path)
+        during_load = ticks - before
+    finally:
+        stop.set()
+        t.join()
+    np.testing.assert_array_equal(out, value)
+    # A Python thread kept running during both calls: the GIL was not held throughout.
+    assert during_dump >= 3, during_dump
+    assert during_load >= 1, during_load
+
+
+def test_non_durable_dump_for_caches(tmp_path: Path) -> None:
+    from joblib_rs.numpy_pickle import _dump
+
+    path = tmp_path / "cache.jrs"
+    value = {"a": np.arange(1000)}
+    assert _dump(value, path, 3, None, durable=False) == [str(path)]
+    assert_same(joblib_rs.load(path), value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.jrs"]

@@ -42,6 +42,8 @@ _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _OOB_MIN_COMPRESSED = 4096
 
 _CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
+#: Pickles above this size are unpickled with the cyclic garbage collector paused.
+_GC_PAUSE_MIN = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,8 +287,8 @@ def dump(
         ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` and ``.zst`` select their codec.
     compress : int from 0 to 9, bool, str or 2-tuple, default=0
         0 or False: no compression. True or an int level 1-9: the default codec,
-        ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1,
-        4 → 2, 5 → 3, 6 → 5, 7 → 9, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
+        ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1-3,
+        4 → 5, 5 → 7, 6 → 9, 7 → 12, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
         ``'bz2'``, ``'lzma'``, ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its
         default level (zlib/gzip 3, bz2 9, lzma/xz 6, zstd 3); a ``(name, level)`` tuple sets
         both (zstd accepts its own levels 1-22 there).
@@ -305,6 +307,15 @@ def dump(
     which is fsynced then renamed, so ``filename`` never holds a partial file.
     Compression runs on all cores in 4 MiB chunks, without the GIL.
     """
+    return _dump(value, filename, compress, protocol, durable=True)
+
+
+def _dump(
+    value: Any, filename: Any, compress: Any, protocol: int | None, *, durable: bool
+) -> list[str] | None:
+    """:func:`dump`; ``durable=False`` skips the fsyncs (the write stays atomic for readers
+    and against a crash of this process, not against a power loss). For caches whose entries
+    can be recomputed: an fsync costs milliseconds per file."""
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
     is_filename = isinstance(filename, str)
@@ -349,21 +360,21 @@ def dump(
     try:
         if native or level == 0:
             if is_filename:
-                _core.write_path(filename, buffers, data, codec, codec_level)
+                _core.write_path(filename, buffers, data, codec, codec_level, durable)
             else:
                 _core.write_fileobj(filename, buffers, data, codec, codec_level)
         else:
-            _dump_through(compressor, level, filename, buffers, data)
+            _dump_through(compressor, level, filename, buffers, data, durable)
     finally:
         data.release()
         buffers.clear()
     return [filename] if is_filename else None
 
 
-#: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd levels: 1-3 are zstd's
-#: fastest full-strength level (which on this kind of data compresses as well as zlib 3),
-#: higher values trade speed for ratio up to zstd 19.
-_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 1, 3: 1, 4: 2, 5: 3, 6: 5, 7: 9, 8: 15, 9: 19}
+#: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd's 1-19: the low levels
+#: are equal, higher ones spread over zstd's range. (Incompressible chunks are compressed at
+#: zstd level 1 whatever the level: see codec/mod.rs.)
+_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 2, 3: 3, 4: 5, 5: 7, 6: 9, 7: 12, 8: 15, 9: 19}
 
 
 def _default_level(method: str) -> int:
@@ -376,6 +387,7 @@ def _dump_through(
     filename: Any,
     buffers: list[memoryview],
     data: memoryview,
+    durable: bool,
 ) -> None:
     """Write an uncompressed container through a registered (Python) compressor."""
     if not isinstance(filename, str):
@@ -389,7 +401,8 @@ def _dump_through(
             with compressor.compressor_file(raw, compresslevel=level) as f:
                 _core.write_fileobj(f, buffers, data, "none", 0)
             raw.flush()
-            os.fsync(raw.fileno())
+            if durable:
+                os.fsync(raw.fileno())
         os.replace(tmp, filename)
     finally:
         if os.path.exists(tmp):
@@ -411,10 +424,12 @@ def _alloc(n: int) -> Any:
 
 
 def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
-    # Unpickling allocates many containers and nothing cyclic becomes garbage meanwhile:
-    # pausing the cyclic collector avoids repeated full scans of the growing object graph.
-    paused = gc.isenabled()
-    gc.disable()
+    # Unpickling a big pickle allocates many containers and nothing cyclic becomes garbage
+    # meanwhile: pausing the cyclic collector avoids repeated scans of the growing graph.
+    # Small pickles (the common cache hit) leave the collector alone.
+    paused = len(data) > _GC_PAUSE_MIN and gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         if policy is None:
             return pickle.loads(data, buffers=buffers)
@@ -584,7 +599,12 @@ def load(
                         "ignored.",
                         stacklevel=2,
                     )
-            data = fobj.read()
+            prefix = fobj.read(len(_CONTAINER_MAGIC))
+            if prefix == _CONTAINER_MAGIC:
+                # Streamed into the final buffers; the object is left just after the file.
+                frames = _core.read_fileobj(fobj, prefix, _alloc)
+                return _load_container_frames(frames, None, None, policy)
+            data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
         if not isinstance(filename, str):
             raise ValueError(

@@ -128,3 +128,8 @@ pub fn io_error(err: std::io::Error, path: &Path) -> PyErr {
         None => PyOSError::new_err(format!("{}: {err}", path.display())),
     }
 }
+
+/// A buffer handed to the persistence functions is not C-contiguous.
+pub fn not_contiguous() -> PyErr {
+    PyValueError::new_err("buffers given to dump/load must be C-contiguous")
+}

@@ -15,7 +15,7 @@ struct VecSink {
 impl VecSink {
     fn new() -> Self {
         Self {
-            cap: 1 << 24,
+            cap: 1 << 27,
             frames: Vec::new(),
             skip_buffers: false,
         }
@@ -49,6 +49,7 @@ fn encode(buffers: &[&[u8]], pickle: &[u8], codec: Codec, level: i32, chunk: usi
         codec,
         level,
         chunk,
+        durable: true,
     };
     let n = write_container(&mut out, buffers, pickle, &opts).unwrap();
     assert_eq!(n as usize, out.len());
@@ -320,6 +321,7 @@ fn atomic_file_write_leaves_no_temp_and_replaces() {
         codec: Codec::Zlib,
         level: 42,
         chunk: 100,
+        durable: true,
     };
     assert!(write_file_atomic(&path, &[&a], &p, &bad).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -360,4 +362,57 @@ fn mutable_frames_skip_their_checksum_only() {
         decode(&marked).unwrap_err(),
         FormatError::ChecksumMismatch { index: 1, .. }
     ));
+}
+
+#[test]
+fn payloads_larger_than_a_read_piece_round_trip_and_are_checked() {
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    let p = b"pickle".to_vec();
+    let bytes = encode(&[&big], &p, Codec::None, 0, 0);
+    let (infos, sink) = decode(&bytes).unwrap();
+    assert!(infos[0].verified);
+    assert!(sink.frames[0].1 == big);
+    let mut bad = bytes.clone();
+    bad[128 + (35 << 20)] ^= 4;
+    assert!(matches!(
+        decode(&bad).unwrap_err(),
+        FormatError::ChecksumMismatch { index: 0, .. }
+    ));
+    let mut short = bytes;
+    short.truncate(128 + (20 << 20));
+    assert!(matches!(
+        decode(&short).unwrap_err(),
+        FormatError::Truncated { .. }
+    ));
+}
+
+/// A source that only implements `Read`: no seeking, no known length (a pipe).
+struct Pipe(Cursor<Vec<u8>>);
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Short reads, as pipes do.
+        let n = buf.len().min(1000);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+impl Source for Pipe {}
+
+#[test]
+fn non_seekable_sources_read_and_skip() {
+    let (a, b, p) = sample_buffers();
+    for codec in [Codec::None, Codec::Zstd] {
+        let bytes = encode(&[&a, &b], &p, codec, codec.default_level(), 700);
+        let mut sink = VecSink::new();
+        read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut sink).unwrap();
+        assert_eq!(sink.frames[0].1, a);
+        assert_eq!(sink.frames[2].1, p);
+        let mut skipping = VecSink::new();
+        skipping.skip_buffers = true;
+        let infos = read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut skipping).unwrap();
+        assert_eq!(infos[0].verified, codec != Codec::None);
+        let cut = bytes[..bytes.len() - 70].to_vec();
+        assert!(read_container(&mut Pipe(Cursor::new(cut)), &mut VecSink::new()).is_err());
+    }
 }

@@ -22,6 +22,10 @@ pub struct WriteOptions {
     pub level: i32,
     /// Raw bytes per compressed chunk (ignored for [`Codec::None`]).
     pub chunk: usize,
+    /// [`write_file_atomic`] only: fsync the file and its folder, so the new content also
+    /// survives a power loss or kernel crash. Without it the write is still atomic for
+    /// readers and against a crash of the writing process (temporary file + rename).
+    pub durable: bool,
 }
 
 impl Default for WriteOptions {
@@ -30,12 +34,16 @@ impl Default for WriteOptions {
             codec: Codec::None,
             level: 0,
             chunk: CHUNK,
+            durable: true,
         }
     }
 }
 
-/// Raw bytes compressed per parallel batch: bounds the memory held by compressed output.
-const BATCH_CHUNKS: usize = 16;
+/// Chunks per pipelined batch: two per thread keeps every core busy while the previous batch
+/// is written, and small batches start writing early.
+fn batch_chunks() -> usize {
+    (2 * crate::threads::available_threads()).clamp(2, 32)
+}
 /// Uncompressed payloads are hashed and written in pieces of this size.
 const PIECE: usize = 16 << 20;
 const ZEROS: [u8; BLOCK] = [0u8; BLOCK];
@@ -90,6 +98,27 @@ fn end_record(index: u32, stored_len: u64, checksum: u64) -> [u8; BLOCK] {
     e
 }
 
+fn put_chunks<W: Write>(
+    out: &mut Counting<W>,
+    hasher: &mut Xxh3,
+    stored: Vec<Vec<u8>>,
+) -> Result<(), FormatError> {
+    for s in stored {
+        let len = u32::try_from(s.len()).map_err(|_| {
+            FormatError::Sink(format!(
+                "compressed chunk of {} bytes is too large",
+                s.len()
+            ))
+        })?;
+        let len = len.to_le_bytes();
+        hasher.update(&len);
+        hasher.update(&s);
+        out.put(&len)?;
+        out.put(&s)?;
+    }
+    Ok(())
+}
+
 fn write_frame<W: Write>(
     out: &mut Counting<W>,
     index: u32,
@@ -120,23 +149,26 @@ fn write_frame<W: Write>(
             out.put(piece)?;
         }
     } else {
-        for batch in data.chunks(chunk * BATCH_CHUNKS) {
-            let stored = codec::compress_chunks(codec, opts.level, batch, chunk)
-                .map_err(FormatError::Options)?;
-            for s in stored {
-                let len = u32::try_from(s.len()).map_err(|_| {
-                    FormatError::Sink(format!(
-                        "compressed chunk of {} bytes is too large",
-                        s.len()
-                    ))
-                })?;
-                let len = len.to_le_bytes();
-                hasher.update(&len);
-                hasher.update(&s);
-                out.put(&len)?;
-                out.put(&s)?;
+        // Pipeline: batch k+1 compresses on the thread pool while batch k is written.
+        let level = opts.level;
+        std::thread::scope(|scope| -> Result<(), FormatError> {
+            let mut pending: Option<Vec<Vec<u8>>> = None;
+            for batch in data.chunks(chunk * batch_chunks()) {
+                let job = scope.spawn(move || codec::compress_chunks(codec, level, batch, chunk));
+                if let Some(done) = pending.take() {
+                    put_chunks(out, &mut hasher, done)?;
+                }
+                let stored = job
+                    .join()
+                    .map_err(|_| FormatError::Sink("compression thread panicked".into()))?
+                    .map_err(FormatError::Options)?;
+                pending = Some(stored);
             }
-        }
+            if let Some(done) = pending {
+                put_chunks(out, &mut hasher, done)?;
+            }
+            Ok(())
+        })?;
     }
     let stored_len = out.pos - start;
     let pad = pad_len(stored_len) as usize;
@@ -205,7 +237,7 @@ pub fn write_container<W: Write>(
     let plain = WriteOptions {
         codec: Codec::None,
         level: 0,
-        chunk: opts.chunk,
+        ..*opts
     };
     write_frame(
         &mut out,
@@ -234,14 +266,16 @@ const SYNC_EVERY: u64 = 64 << 20;
 /// writing instead of following it).
 struct SyncingWriter {
     file: File,
+    enabled: bool,
     since_sync: u64,
     syncer: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl SyncingWriter {
-    fn new(file: File) -> Self {
+    fn new(file: File, enabled: bool) -> Self {
         Self {
             file,
+            enabled,
             since_sync: 0,
             syncer: None,
         }
@@ -279,7 +313,7 @@ impl Write for SyncingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.since_sync += n as u64;
-        if self.since_sync >= SYNC_EVERY {
+        if self.enabled && self.since_sync >= SYNC_EVERY {
             self.kick()?;
         }
         Ok(n)
@@ -332,18 +366,22 @@ pub fn write_file_atomic(
     let tmp = dir.join(tmp_name);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file));
+    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file, opts.durable));
     let n = write_container(&mut w, buffers, pickle, opts)?;
     let syncing = w
         .into_inner()
         .map_err(|e| FormatError::Io(e.into_error()))?;
     let file = syncing.finish()?;
-    file.sync_all()?;
+    if opts.durable {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&tmp, path)?;
     guard.0 = None;
     // Make the rename itself durable; a failure here leaves a complete file, so it is ignored.
-    if let Ok(d) = File::open(&dir) {
+    if opts.durable
+        && let Ok(d) = File::open(&dir)
+    {
         let _ = d.sync_all();
     }
     Ok(n)
