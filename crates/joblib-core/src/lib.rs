@@ -5,7 +5,9 @@
 //! `cargo test -p joblib-core` alone.
 //!
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
+//! - [`store`]: the on-disk layout, atomic entries, locks and LRU accounting behind `Memory`.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
 pub mod hash;
+pub mod store;
 pub mod threads;

@@ -1,0 +1,371 @@
+//! Reading, staging, committing and removing entries.
+
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::layout::{METADATA, OUTPUT, TEMP_PREFIX, TRASH_PREFIX, file_name, unique_sibling};
+use super::{IoContext, StoreError, TOUCH_INTERVAL_SECS};
+
+/// What a lookup found at an entry folder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hit {
+    /// No entry: compute.
+    Miss,
+    /// Half an entry (one of its files is missing): a damaged cache, recompute and warn.
+    Damaged(&'static str),
+    /// A complete entry. `data` holds the output's bytes when its size is at most the
+    /// caller's `read_limit`; bigger outputs are left for the loader to map or stream.
+    Found {
+        /// Size of `output.jrs` in bytes.
+        size: u64,
+        /// The bytes of `output.jrs`, if read.
+        data: Option<Vec<u8>>,
+    },
+}
+
+/// Look up the entry at `entry_dir` with the fewest system calls: `stat(metadata.json)`, then
+/// `open`, `fstat` and (up to `read_limit` bytes) `read` of `output.jrs`.
+///
+/// The output's access time is refreshed when it lags by more than
+/// [`TOUCH_INTERVAL_SECS`], so LRU accounting never rewrites any file; a refresh that fails
+/// (read-only cache) is ignored.
+pub fn read_entry(entry_dir: &Path, read_limit: u64) -> Result<Hit, StoreError> {
+    let metadata_path = entry_dir.join(METADATA);
+    let has_metadata = match fs::metadata(&metadata_path) {
+        Ok(_) => true,
+        Err(e) if is_absent(&e) => false,
+        Err(e) => return Err(e).ctx("stat", &metadata_path),
+    };
+    let output_path = entry_dir.join(OUTPUT);
+    let mut file = match File::open(&output_path) {
+        Ok(file) => file,
+        Err(e) if is_absent(&e) => {
+            return Ok(if has_metadata {
+                Hit::Damaged("output.jrs is missing")
+            } else {
+                Hit::Miss
+            });
+        }
+        Err(e) => return Err(e).ctx("open", &output_path),
+    };
+    if !has_metadata {
+        return Ok(Hit::Damaged("metadata.json is missing"));
+    }
+    let stat = file.metadata().ctx("stat", &output_path)?;
+    let size = stat.len();
+    let data = if size <= read_limit {
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.read_to_end(&mut buf).ctx("read", &output_path)?;
+        Some(buf)
+    } else {
+        None
+    };
+    refresh_access_time(&file, &stat);
+    Ok(Hit::Found { size, data })
+}
+
+/// Set the access time of `file` to now if it is older than [`TOUCH_INTERVAL_SECS`].
+fn refresh_access_time(file: &File, stat: &fs::Metadata) {
+    let now = SystemTime::now();
+    let stale = stat.accessed().map_or(true, |atime| {
+        now.duration_since(atime)
+            .is_ok_and(|age| age > Duration::from_secs(TOUCH_INTERVAL_SECS))
+    });
+    if stale {
+        // Best effort: a read-only cache still serves hits, it only loses LRU precision.
+        let _ = file.set_times(FileTimes::new().set_accessed(now));
+    }
+}
+
+/// `ENOENT` or `ENOTDIR` (a file where a folder of the path should be): nothing there.
+fn is_absent(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory
+}
+
+/// An entry being written: a private folder beside its final place, published by
+/// [`Staging::commit`] and removed if dropped uncommitted (an error, a Python exception).
+#[derive(Debug)]
+pub struct Staging {
+    temp: PathBuf,
+    target: PathBuf,
+    done: bool,
+}
+
+impl Staging {
+    /// Create the staging folder of the entry that will live at `entry_dir` (creating the
+    /// function folder if needed).
+    pub fn new(entry_dir: &Path) -> Result<Self, StoreError> {
+        let temp = unique_sibling(entry_dir, TEMP_PREFIX)?;
+        if let Some(parent) = entry_dir.parent() {
+            fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        fs::create_dir(&temp).ctx("create", &temp)?;
+        Ok(Self {
+            temp,
+            target: entry_dir.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// The staging folder, where the caller writes the entry's files.
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// The final folder of the entry.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Write `bytes` to the file `name` of the staging folder.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if name.contains('/') || name.starts_with('.') {
+            return Err(StoreError::InvalidName(name.to_owned()));
+        }
+        let path = self.temp.join(name);
+        let mut file = File::create(&path).ctx("create", &path)?;
+        file.write_all(bytes).ctx("write", &path)?;
+        Ok(())
+    }
+
+    /// Publish the entry: sync every file and the folder, then rename it into place. An entry
+    /// already there (a concurrent writer, a damaged entry being replaced) is moved aside and
+    /// removed first, so readers see the old complete entry, nothing, or the new one.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        for item in fs::read_dir(&self.temp).ctx("list", &self.temp)? {
+            let path = item.ctx("list", &self.temp)?.path();
+            if path.is_file() {
+                File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .ctx("sync", &path)?;
+            }
+        }
+        File::open(&self.temp)
+            .and_then(|d| d.sync_all())
+            .ctx("sync", &self.temp)?;
+        let mut attempts = 0;
+        loop {
+            match fs::rename(&self.temp, &self.target) {
+                Ok(()) => break,
+                Err(e)
+                    if attempts < 5
+                        && matches!(
+                            e.kind(),
+                            ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists
+                        ) =>
+                {
+                    attempts += 1;
+                    remove_entry(&self.target)?;
+                }
+                Err(e) => return Err(e).ctx("rename", &self.temp),
+            }
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.temp);
+        }
+    }
+}
+
+/// Remove the folder `dir` (an entry, a function's folder): renamed out of the way first so
+/// no reader ever sees it half deleted. Absent already is not an error.
+pub fn remove_entry(dir: &Path) -> Result<(), StoreError> {
+    let trash = unique_sibling(dir, TRASH_PREFIX)?;
+    match fs::rename(dir, &trash) {
+        Ok(()) => {}
+        Err(e) if is_absent(&e) => return Ok(()),
+        Err(e) => return Err(e).ctx("rename", dir),
+    }
+    match fs::remove_dir_all(&trash) {
+        Err(e) if !is_absent(&e) => Err(e).ctx("remove", &trash),
+        _ => Ok(()),
+    }
+}
+
+/// Remove every sub-folder of `dir`, keeping its files (the store root keeps nothing else).
+pub fn clear_dir(dir: &Path) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_absent(&e) => return Ok(()),
+        Err(e) => return Err(e).ctx("list", dir),
+    };
+    for item in entries {
+        let item = item.ctx("list", dir)?;
+        if item.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_entry(&item.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically: a synced temporary sibling renamed over it. Parent
+/// folders are created.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    file_name(path)?;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).ctx("create", parent)?;
+    }
+    let temp = unique_sibling(path, TEMP_PREFIX)?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_data()
+        })
+        .ctx("write", &temp)
+        .and_then(|()| fs::rename(&temp, path).ctx("rename", &temp));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn commit(entry: &Path, output: &[u8]) {
+        let staging = Staging::new(entry).expect("stage");
+        staging.write(OUTPUT, output).expect("write");
+        staging.write(METADATA, b"{}").expect("write");
+        staging.commit().expect("commit");
+    }
+
+    #[test]
+    fn missing_entry_is_a_miss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join("f").join(KEY);
+        assert_eq!(read_entry(&entry, 1 << 20).expect("read"), Hit::Miss);
+    }
+
+    #[test]
+    fn committed_entry_reads_back_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join("f").join(KEY);
+        commit(&entry, b"payload");
+        let hit = read_entry(&entry, 1 << 20).expect("read");
+        assert_eq!(
+            hit,
+            Hit::Found {
+                size: 7,
+                data: Some(b"payload".to_vec())
+            }
+        );
+        assert_eq!(
+            read_entry(&entry, 3).expect("read"),
+            Hit::Found {
+                size: 7,
+                data: None
+            }
+        );
+        let names: Vec<_> = fs::read_dir(dir.path().join("f"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(KEY)]);
+    }
+
+    #[test]
+    fn commit_replaces_an_existing_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        commit(&entry, b"old");
+        commit(&entry, b"new");
+        let Hit::Found { data, .. } = read_entry(&entry, 100).expect("read") else {
+            panic!("expected a hit")
+        };
+        assert_eq!(data.as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn half_entries_are_damaged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        commit(&entry, b"x");
+        fs::remove_file(entry.join(METADATA)).expect("rm");
+        assert!(matches!(read_entry(&entry, 100), Ok(Hit::Damaged(_))));
+        commit(&entry, b"x");
+        fs::remove_file(entry.join(OUTPUT)).expect("rm");
+        assert!(matches!(read_entry(&entry, 100), Ok(Hit::Damaged(_))));
+    }
+
+    #[test]
+    fn dropped_staging_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        {
+            let staging = Staging::new(&entry).expect("stage");
+            staging.write(OUTPUT, b"partial").expect("write");
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn staging_rejects_names_outside_its_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = Staging::new(&dir.path().join(KEY)).expect("stage");
+        assert!(staging.write("../escape", b"x").is_err());
+        assert!(staging.write(".hidden", b"x").is_err());
+    }
+
+    #[test]
+    fn hit_refreshes_a_stale_access_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        commit(&entry, b"x");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        File::open(entry.join(OUTPUT))
+            .expect("open")
+            .set_times(FileTimes::new().set_accessed(old))
+            .expect("set times");
+        read_entry(&entry, 100).expect("read");
+        let atime = fs::metadata(entry.join(OUTPUT))
+            .expect("stat")
+            .accessed()
+            .expect("atime");
+        assert!(atime > old + Duration::from_secs(3000));
+    }
+
+    #[test]
+    fn remove_and_clear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join("f").join(KEY);
+        commit(&entry, b"x");
+        fs::write(dir.path().join("keep.txt"), b"k").expect("write");
+        remove_entry(&entry).expect("remove");
+        assert_eq!(read_entry(&entry, 10).expect("read"), Hit::Miss);
+        remove_entry(&entry).expect("absent is fine");
+        commit(&entry, b"x");
+        clear_dir(dir.path()).expect("clear");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("keep.txt")]);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("func_code.py");
+        write_file_atomic(&path, b"first").expect("write");
+        write_file_atomic(&path, b"second").expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"second");
+        assert_eq!(
+            fs::read_dir(dir.path().join("sub")).expect("list").count(),
+            1
+        );
+    }
+}

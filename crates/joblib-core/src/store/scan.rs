@@ -1,0 +1,280 @@
+//! Cache accounting for LRU: a parallel walk of the store and joblib's deletion policy.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+
+use super::entry::remove_entry;
+use super::layout::{OUTPUT, TEMP_PREFIX, TRASH_PREFIX, is_entry_name};
+
+/// One cached entry as seen by [`scan_items`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInfo {
+    /// The entry folder.
+    pub path: PathBuf,
+    /// Total size of its files, in bytes.
+    pub size: u64,
+    /// Last access: the access time of `output.jrs` (refreshed by hits), else the folder's.
+    pub last_access: SystemTime,
+}
+
+/// The limits `reduce_size` enforces; `None` means unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total size of all entries.
+    pub bytes: Option<u64>,
+    /// Number of entries.
+    pub items: Option<u64>,
+    /// Entries not accessed for longer than this are removed.
+    pub age: Option<Duration>,
+}
+
+/// Run `f` on this process's rayon pool, or serially when threads are unavailable.
+fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match crate::threads::pool() {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
+/// Every entry under `root`, found by walking function folders in parallel. Folders that
+/// vanish during the walk (another process clearing them) are skipped, never an error.
+pub fn scan_items(root: &Path) -> Vec<ItemInfo> {
+    in_pool(|| scan_dir(root))
+}
+
+fn scan_dir(dir: &Path) -> Vec<ItemInfo> {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let subdirs: Vec<(PathBuf, bool)> = listing
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            (!name.starts_with('.')).then(|| (e.path(), is_entry_name(name)))
+        })
+        .collect();
+    subdirs
+        .into_par_iter()
+        .flat_map_iter(|(path, is_entry)| {
+            if is_entry {
+                entry_info(&path).into_iter().collect::<Vec<_>>()
+            } else {
+                scan_dir(&path)
+            }
+        })
+        .collect()
+}
+
+fn entry_info(dir: &Path) -> Option<ItemInfo> {
+    let mut size = 0;
+    for item in fs::read_dir(dir).ok()? {
+        let meta = item.ok()?.metadata().ok()?;
+        if meta.is_file() {
+            size += meta.len();
+        }
+    }
+    let last_access = fs::metadata(dir.join(OUTPUT))
+        .or_else(|_| fs::metadata(dir))
+        .and_then(|m| m.accessed())
+        .ok()?;
+    Some(ItemInfo {
+        path: dir.to_path_buf(),
+        size,
+        last_access,
+    })
+}
+
+/// The entries to remove so that what remains fits `limits`, least recently accessed first
+/// (joblib's policy: remove in LRU order until the size and count fit and the oldest
+/// remaining entry is younger than the age limit).
+pub fn select_for_deletion(
+    mut items: Vec<ItemInfo>,
+    limits: Limits,
+    now: SystemTime,
+) -> Vec<ItemInfo> {
+    let total: u64 = items.iter().map(|i| i.size).sum();
+    let excess_bytes = limits.bytes.map_or(0, |b| total.saturating_sub(b));
+    let excess_items = limits
+        .items
+        .map_or(0, |n| (items.len() as u64).saturating_sub(n));
+    let deadline = limits.age.and_then(|age| now.checked_sub(age));
+    items.sort_by_key(|i| i.last_access);
+    let mut freed = 0;
+    let mut removed = 0;
+    let mut selected = Vec::new();
+    for item in items {
+        let young_enough = deadline.is_none_or(|d| item.last_access > d);
+        if freed >= excess_bytes && removed >= excess_items && young_enough {
+            break;
+        }
+        freed += item.size;
+        removed += 1;
+        selected.push(item);
+    }
+    selected
+}
+
+/// Remove the entries selected by [`select_for_deletion`] (in parallel) and return them.
+/// Entries another process removed meanwhile count as removed.
+pub fn reduce_size(root: &Path, limits: Limits) -> Vec<ItemInfo> {
+    let selected = select_for_deletion(scan_items(root), limits, SystemTime::now());
+    in_pool(|| {
+        selected
+            .into_par_iter()
+            .filter(|item| remove_entry(&item.path).is_ok())
+            .collect()
+    })
+}
+
+/// Remove staging and trash leftovers older than `older_than` (left by killed processes)
+/// anywhere under `root`; returns how many were removed.
+pub fn remove_stale_temps(root: &Path, older_than: Duration) -> usize {
+    in_pool(|| sweep(root, SystemTime::now(), older_than))
+}
+
+fn sweep(dir: &Path, now: SystemTime, older_than: Duration) -> usize {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let items: Vec<_> = listing.filter_map(Result::ok).collect();
+    items
+        .into_par_iter()
+        .map(|item| {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = item.metadata() else { return 0 };
+            if name.starts_with(TEMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= older_than);
+                let gone = old
+                    && if meta.is_dir() {
+                        fs::remove_dir_all(item.path()).is_ok()
+                    } else {
+                        fs::remove_file(item.path()).is_ok()
+                    };
+                usize::from(gone)
+            } else if meta.is_dir() && !is_entry_name(&name) {
+                sweep(&item.path(), now, older_than)
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{METADATA, Staging};
+    use std::fs::{File, FileTimes};
+
+    fn key(i: usize) -> String {
+        format!("{i:032x}")
+    }
+
+    fn commit(entry: &Path, size: usize, accessed: SystemTime) {
+        let staging = Staging::new(entry).expect("stage");
+        staging.write(OUTPUT, &vec![7u8; size]).expect("write");
+        staging.write(METADATA, b"{}").expect("write");
+        staging.commit().expect("commit");
+        File::open(entry.join(OUTPUT))
+            .expect("open")
+            .set_times(FileTimes::new().set_accessed(accessed))
+            .expect("times");
+    }
+
+    fn item(i: u64, size: u64, age_secs: u64, now: SystemTime) -> ItemInfo {
+        ItemInfo {
+            path: PathBuf::from(key(i as usize)),
+            size,
+            last_access: now - Duration::from_secs(age_secs),
+        }
+    }
+
+    #[test]
+    fn scan_finds_entries_in_nested_function_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        for (i, func) in ["m/f", "m/sub/g", "h"].iter().enumerate() {
+            commit(&dir.path().join(func).join(key(i)), 100 * (i + 1), now);
+        }
+        fs::create_dir_all(dir.path().join("m/f/.tmp-x")).expect("mkdir");
+        let mut items = scan_items(dir.path());
+        items.sort_by_key(|i| i.size);
+        let sizes: Vec<u64> = items.iter().map(|i| i.size).collect();
+        assert_eq!(sizes, vec![102, 202, 302]);
+    }
+
+    #[test]
+    fn lru_selection_follows_limits() {
+        let now = SystemTime::now();
+        let items = vec![
+            item(1, 10, 30, now),
+            item(2, 10, 10, now),
+            item(3, 10, 20, now),
+        ];
+        let pick = |limits| -> Vec<PathBuf> {
+            select_for_deletion(items.clone(), limits, now)
+                .into_iter()
+                .map(|i| i.path)
+                .collect()
+        };
+        assert!(pick(Limits::default()).is_empty());
+        let bytes = pick(Limits {
+            bytes: Some(15),
+            ..Limits::default()
+        });
+        assert_eq!(bytes, vec![PathBuf::from(key(1)), PathBuf::from(key(3))]);
+        let count = pick(Limits {
+            items: Some(2),
+            ..Limits::default()
+        });
+        assert_eq!(count, vec![PathBuf::from(key(1))]);
+        let age = pick(Limits {
+            age: Some(Duration::from_secs(15)),
+            ..Limits::default()
+        });
+        assert_eq!(age, vec![PathBuf::from(key(1)), PathBuf::from(key(3))]);
+    }
+
+    #[test]
+    fn reduce_size_removes_least_recently_accessed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        for i in 0..6 {
+            let accessed = now - Duration::from_secs(1000 * (6 - i as u64));
+            commit(&dir.path().join("f").join(key(i)), 98, accessed);
+        }
+        let removed = reduce_size(
+            dir.path(),
+            Limits {
+                bytes: Some(300),
+                ..Limits::default()
+            },
+        );
+        assert_eq!(removed.len(), 3);
+        let mut left: Vec<_> = scan_items(dir.path()).into_iter().map(|i| i.path).collect();
+        left.sort();
+        let expected: Vec<_> = (3..6).map(|i| dir.path().join("f").join(key(i))).collect();
+        assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn stale_temps_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("m/f/.tmp-abc")).expect("mkdir");
+        fs::write(dir.path().join("m/f/.tmp-code"), b"x").expect("write");
+        commit(&dir.path().join("m/f").join(key(1)), 1, SystemTime::now());
+        assert_eq!(remove_stale_temps(dir.path(), Duration::from_secs(3600)), 0);
+        assert_eq!(remove_stale_temps(dir.path(), Duration::ZERO), 2);
+        assert_eq!(scan_items(dir.path()).len(), 1);
+    }
+}
