@@ -4,7 +4,8 @@
 //! each core error becomes is decided here and nowhere else.
 
 use joblib_core::hash::HashError;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use joblib_core::store::StoreError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::import_exception!(pickle, PicklingError);
@@ -22,6 +23,25 @@ impl ToPyErr for HashError {
                 PyValueError::new_err(self.to_string())
             }
             HashError::Unbalanced(_) => PyRuntimeError::new_err(self.to_string()),
+        }
+    }
+}
+
+impl ToPyErr for StoreError {
+    fn to_py_err(&self) -> PyErr {
+        // OSError(errno, strerror, filename) becomes the matching subclass (PermissionError,
+        // FileNotFoundError, ...), so callers catch store failures as they would open()'s.
+        match (
+            self.io_error().and_then(std::io::Error::raw_os_error),
+            self.path(),
+        ) {
+            (Some(errno), Some(path)) => {
+                PyOSError::new_err((errno, self.to_string(), path.to_string_lossy().into_owned()))
+            }
+            _ => match self {
+                StoreError::InvalidName(_) => PyValueError::new_err(self.to_string()),
+                StoreError::Io { .. } => PyOSError::new_err(self.to_string()),
+            },
         }
     }
 }

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod hash;
+mod store;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
@@ -14,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
+    store::register(m)?;
     Ok(())
 }

@@ -105,15 +105,13 @@ pub fn select_for_deletion(
     let deadline = limits.age.and_then(|age| now.checked_sub(age));
     items.sort_by_key(|i| i.last_access);
     let mut freed = 0;
-    let mut removed = 0;
     let mut selected = Vec::new();
     for item in items {
         let young_enough = deadline.is_none_or(|d| item.last_access > d);
-        if freed >= excess_bytes && removed >= excess_items && young_enough {
+        if freed >= excess_bytes && selected.len() as u64 >= excess_items && young_enough {
             break;
         }
         freed += item.size;
-        removed += 1;
         selected.push(item);
     }
     selected
