@@ -6,8 +6,12 @@
 //!
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
 //! - [`store`]: the on-disk layout, atomic entries, locks and LRU accounting behind `Memory`.
+//! - [`format`]: the container of `dump` files (frames, checksums, index), read and written.
+//! - [`codec`]: the compression codecs, chunked and parallel.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
+pub mod codec;
+pub mod format;
 pub mod hash;
 pub mod store;
 pub mod threads;

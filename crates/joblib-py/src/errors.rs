@@ -1,12 +1,19 @@
 //! The one place where core errors become Python exceptions.
 //!
 //! Binding code calls `.into_py_result()` on a core `Result`; which exception class and message
-//! each core error becomes is decided here and nowhere else.
+//! each core error becomes is decided here and nowhere else. The persistence bindings use the
+//! `format_error` / `codec_error` / `io_error` functions at the end.
 
+use std::path::Path;
+
+use joblib_core::codec::CodecError;
+use joblib_core::format::FormatError;
 use joblib_core::hash::HashError;
 use joblib_core::store::StoreError;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 pyo3::import_exception!(pickle, PicklingError);
 
@@ -55,5 +62,76 @@ pub trait CoreResultExt<T> {
 impl<T, E: ToPyErr> CoreResultExt<T> for Result<T, E> {
     fn into_py_result(self) -> PyResult<T> {
         self.map_err(|e| e.to_py_err())
+    }
+}
+
+static CORRUPT_FILE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `joblib_rs.CorruptFileError`: raised for a damaged or foreign file. It subclasses both
+/// `pickle.UnpicklingError` and `ValueError`, so code written for either keeps catching it.
+pub fn corrupt_file_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    CORRUPT_FILE_ERROR
+        .get_or_try_init(py, || {
+            let unpickling = py.import("pickle")?.getattr("UnpicklingError")?;
+            let value = py.get_type::<PyValueError>();
+            let bases = PyTuple::new(py, [unpickling, value.into_any()])?;
+            let ns = PyDict::new(py);
+            ns.set_item("__module__", "joblib_rs")?;
+            ns.set_item(
+                "__doc__",
+                "The file is damaged, truncated or not a joblib/joblib-rs file.",
+            )?;
+            let ty = py
+                .get_type::<PyType>()
+                .call1(("CorruptFileError", bases, ns))?
+                .cast_into::<PyType>()?;
+            Ok(ty.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+fn corrupt(msg: String) -> PyErr {
+    Python::attach(|py| match corrupt_file_error(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), msg),
+        Err(e) => e,
+    })
+}
+
+/// Map a persistence error: damage → `CorruptFileError`, bad options → `ValueError`,
+/// I/O → `OSError`.
+pub fn format_error(err: FormatError) -> PyErr {
+    match err {
+        FormatError::Io(e) => PyErr::from(e),
+        FormatError::Options(e) => PyValueError::new_err(e.to_string()),
+        FormatError::Sink(msg) => PyValueError::new_err(msg),
+        other @ (FormatError::BadMagic
+        | FormatError::UnsupportedVersion { .. }
+        | FormatError::Truncated { .. }
+        | FormatError::Damaged { .. }
+        | FormatError::ChecksumMismatch { .. }
+        | FormatError::Codec { .. }) => corrupt(other.to_string()),
+    }
+}
+
+/// Map a codec error on a whole stream: corrupt data → `CorruptFileError`, options →
+/// `ValueError`.
+pub fn codec_error(err: CodecError) -> PyErr {
+    match err {
+        CodecError::Corrupt { .. } | CodecError::LengthMismatch { .. } => {
+            corrupt(format!("file is damaged: {err}"))
+        }
+        other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+/// An `OSError` (the subclass matching errno, e.g. `FileNotFoundError`) naming `path`.
+pub fn io_error(err: std::io::Error, path: &Path) -> PyErr {
+    match err.raw_os_error() {
+        Some(code) => {
+            let msg = std::io::Error::from_raw_os_error(code).to_string();
+            let msg = msg.split(" (os error").next().unwrap_or(&msg).to_owned();
+            PyOSError::new_err((code, msg, path.display().to_string()))
+        }
+        None => PyOSError::new_err(format!("{}: {err}", path.display())),
     }
 }

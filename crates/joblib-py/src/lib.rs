@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod hash;
+mod persist;
 mod store;
 
 /// The compiled core of joblib-rs.
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
     store::register(m)?;
+    persist::register(m)?;
     Ok(())
 }

@@ -1,0 +1,534 @@
+//! Compression codecs of the persistence format: one enum, chunk-level and stream-level calls.
+//!
+//! ```text
+//!  dump:  raw buffer ──split in CHUNK-sized pieces──► compress_chunk (rayon, all cores) ──► stored chunks
+//!  load:  stored chunks ──decompress_chunk (rayon)──► written in place into the final buffer slice
+//!  joblib compat: whole compressed file ──decompress_stream──► Vec<u8> (zlib/gzip/bz2/xz/lzma/lz4/zstd)
+//! ```
+//!
+//! Chunks are independent streams of their codec, so they compress and decompress in parallel
+//! and a damaged chunk cannot make a decoder write outside its own slice: every decoder writes
+//! into a slice of exactly the announced length and any surplus or shortfall is an error.
+
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+/// Raw bytes per compressed chunk written by this version (readers accept any size up to
+/// [`MAX_CHUNK`]).
+pub const CHUNK: usize = 4 << 20;
+/// Largest chunk size a reader accepts; bounds every per-chunk allocation.
+pub const MAX_CHUNK: usize = 64 << 20;
+
+/// Errors of the codec layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// A codec id read from a file that this version does not know.
+    #[error("unknown codec id {0}")]
+    UnknownId(u8),
+    /// A codec name given by the user that this version does not know.
+    #[error("unknown compression method {0:?}; valid names are {valid:?}", valid = Codec::NAMES)]
+    UnknownName(String),
+    /// A level outside the codec's range.
+    #[error("invalid compression level {level} for {codec}: expected {min} to {max}")]
+    BadLevel {
+        /// Codec name.
+        codec: &'static str,
+        /// Level given.
+        level: i32,
+        /// Smallest level accepted.
+        min: i32,
+        /// Largest level accepted.
+        max: i32,
+    },
+    /// The compressed bytes are not a valid stream of the codec.
+    #[error("{codec} data is corrupt: {detail}")]
+    Corrupt {
+        /// Codec name.
+        codec: &'static str,
+        /// What the decoder reported.
+        detail: String,
+    },
+    /// The stream decoded to a length other than the one announced.
+    #[error("{codec} data decodes to a length other than the announced {expected} bytes")]
+    LengthMismatch {
+        /// Codec name.
+        codec: &'static str,
+        /// Announced raw length.
+        expected: usize,
+    },
+    /// An encoder failed (out of memory or an internal error of the C library).
+    #[error("{codec} compression failed: {detail}")]
+    Encode {
+        /// Codec name.
+        codec: &'static str,
+        /// What the encoder reported.
+        detail: String,
+    },
+}
+
+/// A compression method. The discriminant is the id stored in frame headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Codec {
+    /// Stored as is.
+    None = 0,
+    /// zlib stream (RFC 1950).
+    Zlib = 1,
+    /// gzip member (RFC 1952).
+    Gzip = 2,
+    /// bzip2 stream.
+    Bz2 = 3,
+    /// Legacy `.lzma` ("LZMA alone") stream, as Python's `lzma.FORMAT_ALONE`.
+    Lzma = 4,
+    /// `.xz` stream.
+    Xz = 5,
+    /// LZ4 block (inside chunks) or LZ4 frame (whole streams).
+    Lz4 = 6,
+    /// Zstandard frame.
+    Zstd = 7,
+}
+
+impl Codec {
+    /// Names accepted by [`Codec::from_name`], as the user spells them in `compress=`.
+    pub const NAMES: [&'static str; 7] = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"];
+
+    /// The codec stored under `id` in a frame header.
+    pub fn from_id(id: u8) -> Result<Self, CodecError> {
+        Ok(match id {
+            0 => Self::None,
+            1 => Self::Zlib,
+            2 => Self::Gzip,
+            3 => Self::Bz2,
+            4 => Self::Lzma,
+            5 => Self::Xz,
+            6 => Self::Lz4,
+            7 => Self::Zstd,
+            other => return Err(CodecError::UnknownId(other)),
+        })
+    }
+
+    /// The codec called `name` (`"none"` is accepted for [`Codec::None`]).
+    pub fn from_name(name: &str) -> Result<Self, CodecError> {
+        Ok(match name {
+            "none" => Self::None,
+            "zlib" => Self::Zlib,
+            "gzip" => Self::Gzip,
+            "bz2" => Self::Bz2,
+            "lzma" => Self::Lzma,
+            "xz" => Self::Xz,
+            "lz4" => Self::Lz4,
+            "zstd" => Self::Zstd,
+            other => return Err(CodecError::UnknownName(other.to_owned())),
+        })
+    }
+
+    /// The id written in frame headers.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// The user-facing name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zlib => "zlib",
+            Self::Gzip => "gzip",
+            Self::Bz2 => "bz2",
+            Self::Lzma => "lzma",
+            Self::Xz => "xz",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+
+    /// Level used when the user names the codec without a level (joblib's defaults for the
+    /// codecs joblib has; 3 for zstd).
+    pub fn default_level(self) -> i32 {
+        match self {
+            Self::None | Self::Lz4 => 0,
+            Self::Zlib | Self::Gzip | Self::Zstd => 3,
+            Self::Bz2 => 9,
+            Self::Lzma | Self::Xz => 6,
+        }
+    }
+
+    /// Inclusive range of levels accepted.
+    pub fn level_range(self) -> (i32, i32) {
+        match self {
+            Self::None | Self::Lz4 => (0, 9),
+            Self::Zlib | Self::Gzip | Self::Lzma | Self::Xz => (0, 9),
+            Self::Bz2 => (1, 9),
+            Self::Zstd => (1, 22),
+        }
+    }
+
+    /// `level` if the codec accepts it.
+    pub fn check_level(self, level: i32) -> Result<i32, CodecError> {
+        let (min, max) = self.level_range();
+        if (min..=max).contains(&level) {
+            Ok(level)
+        } else {
+            Err(CodecError::BadLevel {
+                codec: self.name(),
+                level,
+                min,
+                max,
+            })
+        }
+    }
+
+    fn corrupt(self, e: impl std::fmt::Display) -> CodecError {
+        CodecError::Corrupt {
+            codec: self.name(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn encode_err(self, e: impl std::fmt::Display) -> CodecError {
+        CodecError::Encode {
+            codec: self.name(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Upper bound of the stored size of a chunk of `raw` bytes, for every codec (their worst
+/// cases are a few bytes per 32 KiB plus a fixed header); readers reject larger records.
+pub fn max_stored_len(raw: usize) -> usize {
+    raw + raw / 8 + 4096
+}
+
+fn level_u32(level: i32) -> u32 {
+    u32::try_from(level).unwrap_or(0)
+}
+
+/// Compress one chunk into a fresh vector.
+pub fn compress_chunk(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let level = codec.check_level(level)?;
+    let e = |err: io::Error| codec.encode_err(err);
+    match codec {
+        Codec::None => Ok(src.to_vec()),
+        Codec::Zlib => {
+            let mut enc = flate2::write::ZlibEncoder::new(
+                Vec::with_capacity(src.len() / 2),
+                flate2::Compression::new(level_u32(level)),
+            );
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }
+        Codec::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(src.len() / 2),
+                flate2::Compression::new(level_u32(level)),
+            );
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }
+        Codec::Bz2 => {
+            let mut enc = bzip2::write::BzEncoder::new(
+                Vec::with_capacity(src.len() / 2),
+                bzip2::Compression::new(level_u32(level)),
+            );
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }
+        Codec::Lzma => {
+            let opts = liblzma::stream::LzmaOptions::new_preset(level_u32(level))
+                .map_err(|err| codec.encode_err(err))?;
+            let stream = liblzma::stream::Stream::new_lzma_encoder(&opts)
+                .map_err(|err| codec.encode_err(err))?;
+            let mut enc =
+                liblzma::write::XzEncoder::new_stream(Vec::with_capacity(src.len() / 2), stream);
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }
+        Codec::Xz => {
+            let mut enc =
+                liblzma::write::XzEncoder::new(Vec::with_capacity(src.len() / 2), level_u32(level));
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }
+        Codec::Lz4 => Ok(lz4_flex::block::compress(src)),
+        Codec::Zstd => zstd::bulk::compress(src, level).map_err(e),
+    }
+}
+
+/// Fill `dst` exactly from `reader`; any shortfall or surplus is an error.
+fn read_exactly(codec: Codec, mut reader: impl Read, dst: &mut [u8]) -> Result<(), CodecError> {
+    let mut filled = 0;
+    while filled < dst.len() {
+        match reader.read(&mut dst[filled..]) {
+            Ok(0) => {
+                return Err(CodecError::LengthMismatch {
+                    codec: codec.name(),
+                    expected: dst.len(),
+                });
+            }
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(codec.corrupt(err)),
+        }
+    }
+    let mut probe = [0u8; 1];
+    loop {
+        match reader.read(&mut probe) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                return Err(CodecError::LengthMismatch {
+                    codec: codec.name(),
+                    expected: dst.len(),
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(codec.corrupt(err)),
+        }
+    }
+}
+
+/// Decompress one chunk into `dst`, which has exactly the chunk's raw length.
+pub fn decompress_chunk(codec: Codec, src: &[u8], dst: &mut [u8]) -> Result<(), CodecError> {
+    match codec {
+        Codec::None => {
+            if src.len() != dst.len() {
+                return Err(CodecError::LengthMismatch {
+                    codec: codec.name(),
+                    expected: dst.len(),
+                });
+            }
+            dst.copy_from_slice(src);
+            Ok(())
+        }
+        Codec::Zlib => read_exactly(codec, flate2::read::ZlibDecoder::new(src), dst),
+        Codec::Gzip => read_exactly(codec, flate2::read::GzDecoder::new(src), dst),
+        Codec::Bz2 => read_exactly(codec, bzip2::read::BzDecoder::new(src), dst),
+        Codec::Lzma => {
+            let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                .map_err(|err| codec.corrupt(err))?;
+            read_exactly(
+                codec,
+                liblzma::read::XzDecoder::new_stream(src, stream),
+                dst,
+            )
+        }
+        Codec::Xz => read_exactly(codec, liblzma::read::XzDecoder::new(src), dst),
+        Codec::Lz4 => {
+            let n = lz4_flex::block::decompress_into(src, dst).map_err(|err| codec.corrupt(err))?;
+            if n == dst.len() {
+                Ok(())
+            } else {
+                Err(CodecError::LengthMismatch {
+                    codec: codec.name(),
+                    expected: dst.len(),
+                })
+            }
+        }
+        Codec::Zstd => {
+            // A frame that announces a larger content size than `dst` fails inside zstd
+            // ("destination buffer too small"): the decoder never writes past the slice.
+            let n = zstd::bulk::decompress_to_buffer(src, dst).map_err(|err| codec.corrupt(err))?;
+            if n == dst.len() {
+                Ok(())
+            } else {
+                Err(CodecError::LengthMismatch {
+                    codec: codec.name(),
+                    expected: dst.len(),
+                })
+            }
+        }
+    }
+}
+
+/// Compress consecutive `chunk`-sized pieces of `src` on the thread pool; results in order.
+pub fn compress_chunks(
+    codec: Codec,
+    level: i32,
+    src: &[u8],
+    chunk: usize,
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    let chunk = chunk.max(1);
+    let work = || {
+        src.par_chunks(chunk)
+            .map(|piece| compress_chunk(codec, level, piece))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match crate::threads::pool() {
+        Some(pool) => pool.install(work),
+        None => src
+            .chunks(chunk)
+            .map(|piece| compress_chunk(codec, level, piece))
+            .collect(),
+    }
+}
+
+/// Decompress `stored[i]` into the i-th `chunk`-sized piece of `dst` on the thread pool.
+/// The number of stored chunks must equal the number of pieces of `dst`.
+pub fn decompress_chunks(
+    codec: Codec,
+    stored: &[Vec<u8>],
+    dst: &mut [u8],
+    chunk: usize,
+) -> Result<(), CodecError> {
+    let chunk = chunk.max(1);
+    if dst.len().div_ceil(chunk) != stored.len() {
+        return Err(CodecError::LengthMismatch {
+            codec: codec.name(),
+            expected: dst.len(),
+        });
+    }
+    let work = || {
+        dst.par_chunks_mut(chunk)
+            .zip(stored.par_iter())
+            .try_for_each(|(out, src)| decompress_chunk(codec, src, out))
+    };
+    match crate::threads::pool() {
+        Some(pool) => pool.install(work),
+        None => dst
+            .chunks_mut(chunk)
+            .zip(stored.iter())
+            .try_for_each(|(out, src)| decompress_chunk(codec, src, out)),
+    }
+}
+
+/// Decompress a whole stream of `codec` (as written by Python's file compressors and by
+/// joblib: zlib stream, gzip/bz2/xz multi-member files, LZMA-alone, LZ4 frame, zstd frames).
+pub fn decompress_stream(codec: Codec, src: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(src.len().saturating_mul(2));
+    let res = match codec {
+        Codec::None => {
+            out.extend_from_slice(src);
+            Ok(0)
+        }
+        Codec::Zlib => flate2::read::ZlibDecoder::new(src).read_to_end(&mut out),
+        Codec::Gzip => flate2::read::MultiGzDecoder::new(src).read_to_end(&mut out),
+        Codec::Bz2 => bzip2::read::MultiBzDecoder::new(src).read_to_end(&mut out),
+        Codec::Lzma => {
+            let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                .map_err(|err| codec.corrupt(err))?;
+            liblzma::read::XzDecoder::new_stream(src, stream).read_to_end(&mut out)
+        }
+        Codec::Xz => liblzma::read::XzDecoder::new_multi_decoder(src).read_to_end(&mut out),
+        Codec::Lz4 => lz4_flex::frame::FrameDecoder::new(src).read_to_end(&mut out),
+        Codec::Zstd => {
+            zstd::stream::read::Decoder::new(src).and_then(|mut d| d.read_to_end(&mut out))
+        }
+    };
+    res.map_err(|err| codec.corrupt(err))?;
+    Ok(out)
+}
+
+/// Compress a whole buffer as one stream of `codec` (the inverse of [`decompress_stream`];
+/// used by tests and by tools that write joblib-style whole-file compressed pickles).
+pub fn compress_stream(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
+    match codec {
+        Codec::Lz4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(src).map_err(|err| codec.encode_err(err))?;
+            enc.finish().map_err(|err| codec.encode_err(err))
+        }
+        other => compress_chunk(other, level, src),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Codec; 8] = [
+        Codec::None,
+        Codec::Zlib,
+        Codec::Gzip,
+        Codec::Bz2,
+        Codec::Lzma,
+        Codec::Xz,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn ids_and_names_round_trip() {
+        for c in ALL {
+            assert_eq!(Codec::from_id(c.id()).unwrap(), c);
+            assert_eq!(Codec::from_name(c.name()).unwrap(), c);
+        }
+        assert!(matches!(Codec::from_id(8), Err(CodecError::UnknownId(8))));
+        let err = Codec::from_name("snappy").unwrap_err().to_string();
+        assert!(err.contains("snappy") && err.contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn every_codec_round_trips_a_chunk() {
+        let data = sample(300_000);
+        for c in ALL {
+            let stored = compress_chunk(c, c.default_level(), &data).unwrap();
+            if c != Codec::None {
+                assert!(stored.len() < data.len(), "{c:?} did not compress");
+            }
+            let mut out = vec![0u8; data.len()];
+            decompress_chunk(c, &stored, &mut out).unwrap();
+            assert_eq!(out, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_announced_length_is_an_error_for_every_codec() {
+        let data = sample(10_000);
+        for c in ALL {
+            let stored = compress_chunk(c, c.default_level(), &data).unwrap();
+            let mut short = vec![0u8; data.len() - 1];
+            assert!(
+                decompress_chunk(c, &stored, &mut short).is_err(),
+                "{c:?} short"
+            );
+            let mut long = vec![0u8; data.len() + 1];
+            assert!(
+                decompress_chunk(c, &stored, &mut long).is_err(),
+                "{c:?} long"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicking() {
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 31 + 7) as u8).collect();
+        for c in ALL.into_iter().skip(1) {
+            let mut out = vec![0u8; 4096];
+            assert!(decompress_chunk(c, &garbage, &mut out).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn parallel_chunks_round_trip_and_keep_order() {
+        let data = sample(1_000_003);
+        let stored = compress_chunks(Codec::Zstd, 3, &data, 65_536).unwrap();
+        assert_eq!(stored.len(), data.len().div_ceil(65_536));
+        let mut out = vec![0u8; data.len()];
+        decompress_chunks(Codec::Zstd, &stored, &mut out, 65_536).unwrap();
+        assert_eq!(out, data);
+        let mut wrong = vec![0u8; data.len() + 65_536];
+        assert!(decompress_chunks(Codec::Zstd, &stored, &mut wrong, 65_536).is_err());
+    }
+
+    #[test]
+    fn streams_round_trip() {
+        let data = sample(200_000);
+        for c in ALL {
+            let stored = compress_stream(c, c.default_level(), &data).unwrap();
+            assert_eq!(decompress_stream(c, &stored).unwrap(), data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn levels_are_validated() {
+        assert!(Codec::Zlib.check_level(10).is_err());
+        assert!(Codec::Zstd.check_level(19).is_ok());
+        let err = compress_chunk(Codec::Bz2, 0, b"x").unwrap_err().to_string();
+        assert!(err.contains("bz2") && err.contains('0'), "{err}");
+    }
+}

@@ -1,0 +1,448 @@
+//! Reading a container sequentially: works on files, byte slices and non-seekable streams.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{
+    BLOCK, END_MAGIC, FOOTER_MAGIC, FRAME_MAGIC, FormatError, FrameKind, INDEX_ENTRY, MAGIC,
+    VERSION_MAJOR, le_u16, le_u32, le_u64, pad_len, sealed,
+};
+use crate::codec::{self, Codec};
+
+/// Where container bytes come from.
+pub trait Source: Read {
+    /// Advance `n` bytes without returning them.
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let mut scratch = [0u8; 8192];
+        let mut left = n;
+        while left > 0 {
+            let want = left.min(scratch.len() as u64) as usize;
+            match self.read(&mut scratch[..want]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(got) => left -= got as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    /// Bytes left, when known (files, slices): lets the reader reject lengths that point past
+    /// the end before allocating anything.
+    fn remaining(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+impl Source for File {
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let n = i64::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        self.seek(SeekFrom::Current(n)).map(|_| ())
+    }
+    fn remaining(&mut self) -> Option<u64> {
+        let len = self.metadata().ok()?.len();
+        let pos = self.stream_position().ok()?;
+        Some(len.saturating_sub(pos))
+    }
+}
+
+impl<T: AsRef<[u8]>> Source for Cursor<T> {
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        let left = self.get_ref().as_ref().len() as u64
+            - self.position().min(self.get_ref().as_ref().len() as u64);
+        if n > left {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.set_position(self.position() + n);
+        Ok(())
+    }
+    fn remaining(&mut self) -> Option<u64> {
+        let len = self.get_ref().as_ref().len() as u64;
+        Some(len.saturating_sub(self.position()))
+    }
+}
+
+/// What the reader knows of a frame before its payload: given to [`Sink::frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Sequence number of the frame (buffers are 0..n, then the pickle).
+    pub index: u32,
+    /// Kind of frame.
+    pub kind: FrameKind,
+    /// Codec of the payload.
+    pub codec: Codec,
+    /// Length of the decoded payload.
+    pub raw_len: u64,
+    /// Offset of the payload in the source.
+    pub payload_offset: u64,
+}
+
+/// A frame once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// What was announced.
+    pub head: FrameHead,
+    /// Bytes of the payload as stored.
+    pub stored_len: u64,
+    /// xxh3-64 of the stored payload (as recorded).
+    pub checksum: u64,
+    /// Whether the payload was read (and its checksum verified) or skipped.
+    pub verified: bool,
+}
+
+/// Where a frame's payload goes.
+#[derive(Debug)]
+pub enum Dest<'a> {
+    /// Decode into this slice, whose length must be the frame's `raw_len`.
+    Fill(&'a mut [u8]),
+    /// Do not read the payload (e.g. it will be memory-mapped); its checksum is not verified.
+    Skip,
+}
+
+/// Receives the frames of a container.
+pub trait Sink {
+    /// Called for every buffer and pickle frame once its header is validated.
+    fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError>;
+}
+
+/// Chunks decoded per parallel batch (bounds the compressed bytes held in memory).
+const BATCH_CHUNKS: usize = 16;
+const PIECE: usize = 16 << 20;
+
+struct Reader<'s, S: Source + ?Sized> {
+    src: &'s mut S,
+    pos: u64,
+}
+
+impl<S: Source + ?Sized> Reader<'_, S> {
+    fn fill(&mut self, buf: &mut [u8], what: &'static str, offset: u64) -> Result<(), FormatError> {
+        match self.src.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(FormatError::Truncated { what, offset })
+            }
+            Err(e) => Err(FormatError::Io(e)),
+        }
+    }
+
+    fn block(&mut self, what: &'static str) -> Result<[u8; BLOCK], FormatError> {
+        let mut b = [0u8; BLOCK];
+        let at = self.pos;
+        self.fill(&mut b, what, at)?;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: u64, what: &'static str, offset: u64) -> Result<(), FormatError> {
+        if let Some(left) = self.src.remaining()
+            && n > left
+        {
+            return Err(FormatError::Truncated { what, offset });
+        }
+        match self.src.skip(n) {
+            Ok(()) => {
+                self.pos += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(FormatError::Truncated { what, offset })
+            }
+            Err(e) => Err(FormatError::Io(e)),
+        }
+    }
+
+    /// Reject a length that cannot fit in what is left of the source.
+    fn fits(&mut self, n: u64, what: &'static str, offset: u64) -> Result<(), FormatError> {
+        match self.src.remaining() {
+            Some(left) if n > left => Err(FormatError::Truncated { what, offset }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn damaged(what: impl Into<String>, offset: u64) -> FormatError {
+    FormatError::Damaged {
+        what: what.into(),
+        offset,
+    }
+}
+
+/// Read a container from `src`, handing each buffer and pickle frame to `sink`.
+/// Returns the frames read, in order (buffers then the pickle).
+pub fn read_container<S: Source + ?Sized>(
+    src: &mut S,
+    sink: &mut dyn Sink,
+) -> Result<Vec<FrameInfo>, FormatError> {
+    let mut r = Reader { src, pos: 0 };
+    let header = r.block("file header")?;
+    if header[0..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    if !sealed(&header) {
+        return Err(damaged("file header checksum mismatch", 0));
+    }
+    let (major, minor) = (le_u16(&header, 8), le_u16(&header, 10));
+    if major != VERSION_MAJOR {
+        return Err(FormatError::UnsupportedVersion { major, minor });
+    }
+
+    let mut frames: Vec<FrameInfo> = Vec::new();
+    let mut index_payload: Option<(u64, Vec<u8>)> = None;
+    loop {
+        let offset = r.pos;
+        let block = r.block("frame header")?;
+        if block[0..8] == FOOTER_MAGIC {
+            if let Some(extra) = r.src.remaining()
+                && extra != 0
+            {
+                return Err(damaged(format!("{extra} bytes after the footer"), r.pos));
+            }
+            return finish(&block, offset, &frames, index_payload);
+        }
+        if block[0..4] != FRAME_MAGIC {
+            return Err(damaged("expected a frame header (bad magic)", offset));
+        }
+        if !sealed(&block) {
+            return Err(damaged("frame header checksum mismatch", offset));
+        }
+        if index_payload.is_some() {
+            return Err(damaged("frame after the index frame", offset));
+        }
+        let kind = FrameKind::from_id(block[4])
+            .ok_or_else(|| damaged(format!("unknown frame kind {}", block[4]), offset))?;
+        let codec =
+            Codec::from_id(block[5]).map_err(|e| damaged(format!("frame header: {e}"), offset))?;
+        let index = le_u32(&block, 8);
+        let chunk = le_u32(&block, 12) as usize;
+        let raw_len = le_u64(&block, 16);
+        if index as usize != frames.len() {
+            return Err(damaged(
+                format!("frame number {index}, expected {}", frames.len()),
+                offset,
+            ));
+        }
+        let after_pickle = frames
+            .last()
+            .is_some_and(|f| f.head.kind == FrameKind::Pickle);
+        match kind {
+            FrameKind::Buffer if after_pickle => {
+                return Err(damaged("buffer frame after the pickle frame", offset));
+            }
+            FrameKind::Pickle if after_pickle => {
+                return Err(damaged("second pickle frame", offset));
+            }
+            FrameKind::Index if !after_pickle => {
+                return Err(damaged("index frame before the pickle frame", offset));
+            }
+            _ => {}
+        }
+        if codec == Codec::None {
+            if chunk != 0 {
+                return Err(damaged("chunk size set on an uncompressed frame", offset));
+            }
+            r.fits(raw_len, "frame payload", offset)?;
+        } else if chunk == 0 || chunk > codec::MAX_CHUNK {
+            return Err(damaged(format!("invalid chunk size {chunk}"), offset));
+        }
+        let head = FrameHead {
+            index,
+            kind,
+            codec,
+            raw_len,
+            payload_offset: r.pos,
+        };
+        let (stored_len, checksum, verified) = if kind == FrameKind::Index {
+            if codec != Codec::None || raw_len != (frames.len() * INDEX_ENTRY) as u64 {
+                return Err(damaged("index frame of the wrong size or codec", offset));
+            }
+            let mut buf = vec![0u8; frames.len() * INDEX_ENTRY];
+            let res = read_payload(&mut r, &head, offset, 0, Some(&mut buf))?;
+            index_payload = Some((offset, buf));
+            res
+        } else {
+            let dest = sink.frame(&head)?;
+            match dest {
+                Dest::Fill(buf) => {
+                    if buf.len() as u64 != raw_len {
+                        return Err(FormatError::Sink(format!(
+                            "destination of {} bytes for a frame of {raw_len} bytes",
+                            buf.len()
+                        )));
+                    }
+                    read_payload(&mut r, &head, offset, chunk, Some(buf))?
+                }
+                Dest::Skip => read_payload(&mut r, &head, offset, chunk, None)?,
+            }
+        };
+        let pad_at = r.pos;
+        let mut pad = [0u8; BLOCK];
+        let pad = &mut pad[..pad_len(stored_len) as usize];
+        r.fill(pad, "frame padding", offset)?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(damaged("non-zero frame padding", pad_at));
+        }
+        let end_at = r.pos;
+        let end = r.block("frame end record")?;
+        if end[0..4] != END_MAGIC || !sealed(&end) {
+            return Err(damaged("frame end record is damaged", end_at));
+        }
+        if le_u32(&end, 4) != index || le_u64(&end, 8) != stored_len {
+            return Err(damaged("frame end record does not match its frame", end_at));
+        }
+        let recorded = le_u64(&end, 16);
+        if verified && recorded != checksum {
+            return Err(FormatError::ChecksumMismatch {
+                kind: kind.name(),
+                index,
+                offset,
+                expected: recorded,
+                actual: checksum,
+            });
+        }
+        frames.push(FrameInfo {
+            head,
+            stored_len,
+            checksum: recorded,
+            verified,
+        });
+    }
+}
+
+/// Read (or skip) one payload. Returns (stored length, computed checksum, verified).
+fn read_payload<S: Source + ?Sized>(
+    r: &mut Reader<'_, S>,
+    head: &FrameHead,
+    offset: u64,
+    chunk: usize,
+    dst: Option<&mut [u8]>,
+) -> Result<(u64, u64, bool), FormatError> {
+    let raw_len = head.raw_len;
+    if head.codec == Codec::None {
+        match dst {
+            None => {
+                r.skip(raw_len, "frame payload", offset)?;
+                Ok((raw_len, 0, false))
+            }
+            Some(buf) => {
+                let mut hasher = Xxh3::new();
+                for piece in buf.chunks_mut(PIECE) {
+                    r.fill(piece, "frame payload", offset)?;
+                    hasher.update(piece);
+                }
+                Ok((raw_len, hasher.digest(), true))
+            }
+        }
+    } else {
+        let n_chunks = raw_len.div_ceil(chunk as u64);
+        let mut hasher = Xxh3::new();
+        let mut stored_len = 0u64;
+        let mut outs = dst.map(|b| b.chunks_mut(chunk));
+        let mut remaining = n_chunks;
+        let mut raw_left = raw_len;
+        while remaining > 0 {
+            let take = remaining.min(BATCH_CHUNKS as u64);
+            let mut batch = Vec::with_capacity(take as usize);
+            for _ in 0..take {
+                let raw = raw_left.min(chunk as u64) as usize;
+                raw_left -= raw as u64;
+                let mut len = [0u8; 4];
+                r.fill(&mut len, "chunk length", offset)?;
+                let n = u32::from_le_bytes(len) as usize;
+                if n > codec::max_stored_len(raw) {
+                    return Err(damaged(
+                        format!("chunk of {n} stored bytes for {raw} raw bytes"),
+                        offset,
+                    ));
+                }
+                r.fits(n as u64, "chunk", offset)?;
+                let mut data = vec![0u8; n];
+                r.fill(&mut data, "chunk", offset)?;
+                hasher.update(&len);
+                hasher.update(&data);
+                stored_len += 4 + n as u64;
+                batch.push(data);
+            }
+            if let Some(outs) = outs.as_mut() {
+                let slices: Vec<&mut [u8]> = outs.by_ref().take(batch.len()).collect();
+                decode_batch(head, offset, &batch, slices)?;
+            }
+            remaining -= take;
+        }
+        Ok((stored_len, hasher.digest(), outs.is_some()))
+    }
+}
+
+fn decode_batch(
+    head: &FrameHead,
+    offset: u64,
+    batch: &[Vec<u8>],
+    slices: Vec<&mut [u8]>,
+) -> Result<(), FormatError> {
+    use rayon::prelude::*;
+    let codec = head.codec;
+    if slices.len() != batch.len() {
+        return Err(damaged(
+            "chunk count does not match the frame length",
+            offset,
+        ));
+    }
+    let work = || {
+        slices
+            .into_par_iter()
+            .zip(batch.par_iter())
+            .try_for_each(|(out, src)| codec::decompress_chunk(codec, src, out))
+    };
+    let res = match crate::threads::pool() {
+        Some(pool) => pool.install(work),
+        None => work(),
+    };
+    res.map_err(|source| FormatError::Codec {
+        kind: head.kind.name(),
+        index: head.index,
+        offset,
+        source,
+    })
+}
+
+fn finish(
+    footer: &[u8; BLOCK],
+    offset: u64,
+    frames: &[FrameInfo],
+    index: Option<(u64, Vec<u8>)>,
+) -> Result<Vec<FrameInfo>, FormatError> {
+    if !sealed(footer) {
+        return Err(damaged("footer checksum mismatch", offset));
+    }
+    let Some((index_offset, payload)) = index else {
+        return Err(damaged("footer before the index frame", offset));
+    };
+    let data_frames = &frames[..frames.len().saturating_sub(1)];
+    if le_u64(footer, 8) != index_offset
+        || le_u64(footer, 16) != data_frames.len() as u64
+        || le_u64(footer, 24) != offset + BLOCK as u64
+    {
+        return Err(damaged("footer does not match the frames read", offset));
+    }
+    for (f, rec) in data_frames.iter().zip(payload.chunks_exact(INDEX_ENTRY)) {
+        let frame_offset = f.head.payload_offset - BLOCK as u64;
+        if le_u64(rec, 0) != frame_offset
+            || rec[8] != f.head.kind as u8
+            || rec[9] != f.head.codec.id()
+            || le_u64(rec, 16) != f.head.raw_len
+            || le_u64(rec, 24) != f.stored_len
+            || le_u64(rec, 32) != f.checksum
+        {
+            return Err(damaged(
+                format!(
+                    "index entry of frame {} does not match the frame",
+                    f.head.index
+                ),
+                index_offset,
+            ));
+        }
+    }
+    Ok(data_frames.to_vec())
+}

@@ -1,0 +1,336 @@
+use std::io::Cursor;
+
+use super::*;
+use crate::codec::Codec;
+
+/// Collects frames into owned vectors; refuses anything above `cap` bytes, as a fuzzing or
+/// test sink must (the Python sink allocates what a checked header announces).
+#[derive(Debug)]
+struct VecSink {
+    cap: u64,
+    frames: Vec<(FrameKind, Vec<u8>)>,
+    skip_buffers: bool,
+}
+
+impl VecSink {
+    fn new() -> Self {
+        Self {
+            cap: 1 << 24,
+            frames: Vec::new(),
+            skip_buffers: false,
+        }
+    }
+}
+
+impl Sink for VecSink {
+    fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError> {
+        if head.raw_len > self.cap {
+            return Err(FormatError::Sink(format!(
+                "{} bytes is over the cap",
+                head.raw_len
+            )));
+        }
+        if self.skip_buffers && head.kind == FrameKind::Buffer && head.codec == Codec::None {
+            self.frames.push((head.kind, Vec::new()));
+            return Ok(Dest::Skip);
+        }
+        self.frames
+            .push((head.kind, vec![0u8; head.raw_len as usize]));
+        match self.frames.last_mut() {
+            Some((_, v)) => Ok(Dest::Fill(v.as_mut_slice())),
+            None => Err(FormatError::Sink("unreachable".into())),
+        }
+    }
+}
+
+fn encode(buffers: &[&[u8]], pickle: &[u8], codec: Codec, level: i32, chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let opts = WriteOptions {
+        codec,
+        level,
+        chunk,
+    };
+    let n = write_container(&mut out, buffers, pickle, &opts).unwrap();
+    assert_eq!(n as usize, out.len());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<(Vec<FrameInfo>, VecSink), FormatError> {
+    let mut sink = VecSink::new();
+    let infos = read_container(&mut Cursor::new(bytes), &mut sink)?;
+    Ok((infos, sink))
+}
+
+fn sample_buffers() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let a: Vec<u8> = (0..1000u32)
+        .flat_map(|i| (i as f64).to_le_bytes())
+        .collect();
+    let b: Vec<u8> = b"hello out-of-band".to_vec();
+    let p: Vec<u8> = b"\x80\x05fake pickle bytes\x2e".to_vec();
+    (a, b, p)
+}
+
+#[test]
+fn round_trip_every_codec() {
+    let (a, b, p) = sample_buffers();
+    for codec in [
+        Codec::None,
+        Codec::Zlib,
+        Codec::Gzip,
+        Codec::Bz2,
+        Codec::Lzma,
+        Codec::Xz,
+        Codec::Lz4,
+        Codec::Zstd,
+    ] {
+        let level = codec.default_level();
+        let bytes = encode(&[&a, &b, &[]], &p, codec, level, 1000);
+        assert_eq!(bytes.len() % BLOCK, 0);
+        let (infos, sink) = decode(&bytes).unwrap();
+        assert_eq!(infos.len(), 4);
+        let got: Vec<&[u8]> = sink.frames.iter().map(|(_, v)| v.as_slice()).collect();
+        assert_eq!(got, vec![&a[..], &b[..], &[][..], &p[..]], "{codec:?}");
+        assert!(infos.iter().all(|f| f.verified && f.head.codec == codec));
+        assert_eq!(infos[3].head.kind, FrameKind::Pickle);
+    }
+}
+
+#[test]
+fn uncompressed_payloads_are_64_byte_aligned_in_place() {
+    let (a, b, p) = sample_buffers();
+    let bytes = encode(&[&b, &a], &p, Codec::None, 0, 0);
+    let (infos, _) = decode(&bytes).unwrap();
+    for (info, data) in infos.iter().zip([&b[..], &a[..], &p[..]]) {
+        let at = info.head.payload_offset as usize;
+        assert_eq!(at % 64, 0);
+        assert_eq!(&bytes[at..at + data.len()], data);
+    }
+}
+
+#[test]
+fn skip_reads_offsets_without_payloads() {
+    let (a, _, p) = sample_buffers();
+    let bytes = encode(&[&a], &p, Codec::None, 0, 0);
+    let mut sink = VecSink::new();
+    sink.skip_buffers = true;
+    let infos = read_container(&mut Cursor::new(&bytes), &mut sink).unwrap();
+    assert!(!infos[0].verified);
+    assert!(infos[1].verified);
+    assert_eq!(sink.frames[1].1, p);
+}
+
+/// Golden files pin the byte layout: the writer must reproduce them exactly and the reader
+/// must read them. Regenerate only with a format version bump.
+#[test]
+fn golden_plain_file_is_stable() {
+    let golden: &[u8] = include_bytes!("golden/v1_plain.jrs");
+    let (a, b, p) = sample_buffers();
+    let bytes = encode(&[&a, &b], &p, Codec::None, 0, 0);
+    assert_eq!(&bytes[..], golden, "writer output changed: format break");
+    // Hand-checked landmarks of docs/format.md.
+    assert_eq!(&golden[0..8], b"\x89JRS\r\n\x1a\n");
+    assert_eq!(&golden[8..12], &[1, 0, 0, 0]);
+    assert_eq!(&golden[64..68], b"JRSF");
+    assert_eq!(golden[68], 1); // buffer frame
+    assert_eq!(golden[69], 0); // codec none
+    assert_eq!(&golden[80..88], &8000u64.to_le_bytes());
+    assert_eq!(&golden[128..136], &0f64.to_le_bytes());
+    assert_eq!(&golden[128 + 8000..128 + 8000 + 4], b"JRSE");
+    assert_eq!(&golden[golden.len() - 64..golden.len() - 56], b"JRSTAIL\0");
+    let (_, sink) = decode(golden).unwrap();
+    assert_eq!(sink.frames[2].1, p);
+}
+
+#[test]
+fn golden_compressed_files_read() {
+    let (a, b, p) = sample_buffers();
+    for (golden, codec) in [
+        (&include_bytes!("golden/v1_zlib.jrs")[..], Codec::Zlib),
+        (&include_bytes!("golden/v1_zstd.jrs")[..], Codec::Zstd),
+    ] {
+        assert_eq!(golden[69], codec.id());
+        let (_, sink) = decode(golden).unwrap();
+        assert_eq!(sink.frames[0].1, a);
+        assert_eq!(sink.frames[1].1, b);
+        assert_eq!(sink.frames[2].1, p);
+    }
+}
+
+/// Writes the golden files when `JRS_WRITE_GOLDEN=1` (run once per format version).
+#[test]
+fn write_golden_files_on_request() {
+    if std::env::var_os("JRS_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    let (a, b, p) = sample_buffers();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/format/golden");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, codec, level) in [
+        ("v1_plain.jrs", Codec::None, 0),
+        ("v1_zlib.jrs", Codec::Zlib, 3),
+        ("v1_zstd.jrs", Codec::Zstd, 3),
+    ] {
+        std::fs::write(dir.join(name), encode(&[&a, &b], &p, codec, level, 3000)).unwrap();
+    }
+}
+
+#[test]
+fn clear_errors_for_typical_damage() {
+    let (a, b, p) = sample_buffers();
+    let good = encode(&[&a, &b], &p, Codec::None, 0, 0);
+
+    let err = decode(b"\x80\x04not ours").unwrap_err();
+    assert!(
+        matches!(err, FormatError::BadMagic | FormatError::Truncated { .. }),
+        "{err}"
+    );
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert!(matches!(decode(&bad).unwrap_err(), FormatError::BadMagic));
+
+    let mut flipped = good.clone();
+    flipped[128 + 100] ^= 0x10;
+    let err = decode(&flipped).unwrap_err();
+    assert!(
+        matches!(err, FormatError::ChecksumMismatch { index: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+    let err = decode(&good[..good.len() - 10]).unwrap_err();
+    assert!(
+        err.to_string().contains("truncated") || err.to_string().contains("damaged"),
+        "{err}"
+    );
+
+    let mut version = good.clone();
+    version[8] = 9;
+    let err = decode(&version).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+
+    // A frame length pointing past the end, with a valid header checksum.
+    let mut long = good.clone();
+    long[80..88].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let mut h = [0u8; BLOCK];
+    h.copy_from_slice(&long[64..128]);
+    seal(&mut h);
+    long[64..128].copy_from_slice(&h);
+    let err = decode(&long).unwrap_err();
+    assert!(matches!(err, FormatError::Truncated { .. }), "{err}");
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Property: any mutation of a valid file (flip, overwrite, truncate, insert, delete) is
+/// either rejected with an error or, never, silently loaded with different content.
+#[test]
+fn mutated_files_never_load_wrong_data() {
+    let (a, b, p) = sample_buffers();
+    let originals = [
+        (encode(&[&a, &b], &p, Codec::None, 0, 0), Codec::None),
+        (encode(&[&a, &b], &p, Codec::Zstd, 3, 1500), Codec::Zstd),
+        (encode(&[&a], &p, Codec::Lz4, 0, 700), Codec::Lz4),
+    ];
+    let want = [
+        vec![a.clone(), b.clone(), p.clone()],
+        vec![a.clone(), b.clone(), p.clone()],
+        vec![a.clone(), p.clone()],
+    ];
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rejected = 0usize;
+    let cases = 12_000;
+    for case in 0..cases {
+        let which = case % originals.len();
+        let mut m = originals[which].0.clone();
+        match rng.below(5) {
+            0 => {
+                let i = rng.below(m.len());
+                m[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let i = rng.below(m.len());
+                let v = rng.next() as u8;
+                if m[i] == v {
+                    m[i] = v.wrapping_add(1);
+                } else {
+                    m[i] = v;
+                }
+            }
+            2 => {
+                let n = rng.below(m.len());
+                m.truncate(n);
+            }
+            3 => {
+                let i = rng.below(m.len() + 1);
+                m.insert(i, rng.next() as u8);
+            }
+            _ => {
+                let i = rng.below(m.len());
+                let n = 1 + rng.below(70.min(m.len() - i));
+                m.drain(i..i + n);
+            }
+        }
+        match decode(&m) {
+            Err(_) => rejected += 1,
+            Ok((_, sink)) => {
+                let got: Vec<Vec<u8>> = sink.frames.into_iter().map(|(_, v)| v).collect();
+                assert_eq!(
+                    got, want[which],
+                    "case {case}: mutation loaded different data"
+                );
+            }
+        }
+    }
+    // Every mutation of these files changes a checksummed or checked byte.
+    assert_eq!(rejected, cases, "some mutations were not detected");
+}
+
+#[test]
+fn atomic_file_write_leaves_no_temp_and_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jrs");
+    std::fs::write(&path, b"old content").unwrap();
+    let (a, b, p) = sample_buffers();
+    let opts = WriteOptions::default();
+    write_file_atomic(&path, &[&a, &b], &p, &opts).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let mut f = std::fs::File::open(&path).unwrap();
+    let mut sink = VecSink::new();
+    read_container(&mut f, &mut sink).unwrap();
+    assert_eq!(sink.frames[0].1, a);
+
+    // A failing write (bad level) leaves the old file and no temporary behind.
+    let bad = WriteOptions {
+        codec: Codec::Zlib,
+        level: 42,
+        chunk: 100,
+    };
+    assert!(write_file_atomic(&path, &[&a], &p, &bad).is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let mut f = std::fs::File::open(&path).unwrap();
+    assert!(read_container(&mut f, &mut VecSink::new()).is_ok());
+}
+
+#[test]
+fn trailing_bytes_after_footer_in_a_file_are_rejected() {
+    let (a, b, p) = sample_buffers();
+    let mut bytes = encode(&[&a, &b], &p, Codec::None, 0, 0);
+    bytes.extend_from_slice(b"junk");
+    assert!(decode(&bytes).is_err());
+}

@@ -1,0 +1,285 @@
+//! Writing a container: frames in order, so any `Write` works (no seeking).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{
+    BLOCK, END_MAGIC, FOOTER_MAGIC, FRAME_MAGIC, FormatError, FrameKind, INDEX_ENTRY, MAGIC,
+    VERSION_MAJOR, VERSION_MINOR, pad_len, seal,
+};
+use crate::codec::{self, CHUNK, Codec};
+
+/// How frames are encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Codec of every frame (buffers and pickle).
+    pub codec: Codec,
+    /// Codec level (checked against the codec's range).
+    pub level: i32,
+    /// Raw bytes per compressed chunk (ignored for [`Codec::None`]).
+    pub chunk: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            codec: Codec::None,
+            level: 0,
+            chunk: CHUNK,
+        }
+    }
+}
+
+/// Raw bytes compressed per parallel batch: bounds the memory held by compressed output.
+const BATCH_CHUNKS: usize = 16;
+/// Uncompressed payloads are hashed and written in pieces of this size.
+const PIECE: usize = 16 << 20;
+const ZEROS: [u8; BLOCK] = [0u8; BLOCK];
+
+struct Counting<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> Counting<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+struct Entry {
+    offset: u64,
+    kind: FrameKind,
+    codec: Codec,
+    raw_len: u64,
+    stored_len: u64,
+    checksum: u64,
+}
+
+fn frame_header(
+    index: u32,
+    kind: FrameKind,
+    codec: Codec,
+    chunk: u32,
+    raw_len: u64,
+) -> [u8; BLOCK] {
+    let mut h = [0u8; BLOCK];
+    h[0..4].copy_from_slice(&FRAME_MAGIC);
+    h[4] = kind as u8;
+    h[5] = codec.id();
+    h[8..12].copy_from_slice(&index.to_le_bytes());
+    h[12..16].copy_from_slice(&chunk.to_le_bytes());
+    h[16..24].copy_from_slice(&raw_len.to_le_bytes());
+    seal(&mut h);
+    h
+}
+
+fn end_record(index: u32, stored_len: u64, checksum: u64) -> [u8; BLOCK] {
+    let mut e = [0u8; BLOCK];
+    e[0..4].copy_from_slice(&END_MAGIC);
+    e[4..8].copy_from_slice(&index.to_le_bytes());
+    e[8..16].copy_from_slice(&stored_len.to_le_bytes());
+    e[16..24].copy_from_slice(&checksum.to_le_bytes());
+    seal(&mut e);
+    e
+}
+
+fn write_frame<W: Write>(
+    out: &mut Counting<W>,
+    index: u32,
+    kind: FrameKind,
+    data: &[u8],
+    opts: &WriteOptions,
+) -> Result<Entry, FormatError> {
+    let offset = out.pos;
+    let codec = opts.codec;
+    let chunk = opts.chunk.clamp(1, codec::MAX_CHUNK);
+    let chunk_field = if codec == Codec::None {
+        0
+    } else {
+        u32::try_from(chunk).unwrap_or(u32::MAX)
+    };
+    out.put(&frame_header(
+        index,
+        kind,
+        codec,
+        chunk_field,
+        data.len() as u64,
+    ))?;
+    let mut hasher = Xxh3::new();
+    let start = out.pos;
+    if codec == Codec::None {
+        for piece in data.chunks(PIECE) {
+            hasher.update(piece);
+            out.put(piece)?;
+        }
+    } else {
+        for batch in data.chunks(chunk * BATCH_CHUNKS) {
+            let stored = codec::compress_chunks(codec, opts.level, batch, chunk)
+                .map_err(FormatError::Options)?;
+            for s in stored {
+                let len = u32::try_from(s.len()).map_err(|_| {
+                    FormatError::Sink(format!(
+                        "compressed chunk of {} bytes is too large",
+                        s.len()
+                    ))
+                })?;
+                let len = len.to_le_bytes();
+                hasher.update(&len);
+                hasher.update(&s);
+                out.put(&len)?;
+                out.put(&s)?;
+            }
+        }
+    }
+    let stored_len = out.pos - start;
+    let pad = pad_len(stored_len) as usize;
+    out.put(&ZEROS[..pad])?;
+    let checksum = hasher.digest();
+    out.put(&end_record(index, stored_len, checksum))?;
+    Ok(Entry {
+        offset,
+        kind,
+        codec,
+        raw_len: data.len() as u64,
+        stored_len,
+        checksum,
+    })
+}
+
+/// Write a whole container: `buffers` (out-of-band pickle buffers, in pickle order), then
+/// `pickle`, the index and the footer. Returns the number of bytes written.
+pub fn write_container<W: Write>(
+    out: W,
+    buffers: &[&[u8]],
+    pickle: &[u8],
+    opts: &WriteOptions,
+) -> Result<u64, FormatError> {
+    if opts.codec != Codec::None {
+        opts.codec
+            .check_level(opts.level)
+            .map_err(FormatError::Options)?;
+    }
+    let mut out = Counting { inner: out, pos: 0 };
+    let mut header = [0u8; BLOCK];
+    header[0..8].copy_from_slice(&MAGIC);
+    header[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    header[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    seal(&mut header);
+    out.put(&header)?;
+
+    let mut entries = Vec::with_capacity(buffers.len() + 1);
+    for (i, buf) in buffers.iter().enumerate() {
+        let index =
+            u32::try_from(i).map_err(|_| FormatError::Sink("more than 2^32 buffers".to_owned()))?;
+        entries.push(write_frame(&mut out, index, FrameKind::Buffer, buf, opts)?);
+    }
+    let pickle_index = u32::try_from(buffers.len())
+        .map_err(|_| FormatError::Sink("more than 2^32 buffers".to_owned()))?;
+    entries.push(write_frame(
+        &mut out,
+        pickle_index,
+        FrameKind::Pickle,
+        pickle,
+        opts,
+    )?);
+
+    let mut index_payload = Vec::with_capacity(entries.len() * INDEX_ENTRY);
+    for e in &entries {
+        let mut rec = [0u8; INDEX_ENTRY];
+        rec[0..8].copy_from_slice(&e.offset.to_le_bytes());
+        rec[8] = e.kind as u8;
+        rec[9] = e.codec.id();
+        rec[16..24].copy_from_slice(&e.raw_len.to_le_bytes());
+        rec[24..32].copy_from_slice(&e.stored_len.to_le_bytes());
+        rec[32..40].copy_from_slice(&e.checksum.to_le_bytes());
+        index_payload.extend_from_slice(&rec);
+    }
+    let index_offset = out.pos;
+    let plain = WriteOptions {
+        codec: Codec::None,
+        level: 0,
+        chunk: opts.chunk,
+    };
+    write_frame(
+        &mut out,
+        pickle_index + 1,
+        FrameKind::Index,
+        &index_payload,
+        &plain,
+    )?;
+
+    let mut footer = [0u8; BLOCK];
+    footer[0..8].copy_from_slice(&FOOTER_MAGIC);
+    footer[8..16].copy_from_slice(&index_offset.to_le_bytes());
+    footer[16..24].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    footer[24..32].copy_from_slice(&(out.pos + BLOCK as u64).to_le_bytes());
+    seal(&mut footer);
+    out.put(&footer)?;
+    out.inner.flush()?;
+    Ok(out.pos)
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the temporary file unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Write a container to `path` atomically: a temporary file in the same folder is written,
+/// fsynced and renamed over `path`, so `path` holds either its old content or the whole new
+/// file, never part of it.
+pub fn write_file_atomic(
+    path: &Path,
+    buffers: &[&[u8]],
+    pickle: &[u8],
+    opts: &WriteOptions,
+) -> Result<u64, FormatError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        FormatError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a file name", path.display()),
+        ))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".{}.{}.jrs-tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut guard = TempGuard(Some(tmp.clone()));
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let n = write_container(&mut w, buffers, pickle, opts)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| FormatError::Io(e.into_error()))?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    guard.0 = None;
+    // Make the rename itself durable; a failure here leaves a complete file, so it is ignored.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(n)
+}

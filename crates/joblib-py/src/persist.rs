@@ -1,0 +1,371 @@
+//! Bindings of the persistence core (`joblib_core::format`, `joblib_core::codec`) used by
+//! `joblib_rs.numpy_pickle`.
+//!
+//! ```text
+//!  dump: pickle bytes + PickleBuffer.raw() views ─► write_path / write_fileobj ─► file
+//!  load: file path / bytes ─► read_path / read_bytes ─► alloc(n) gives each destination buffer
+//!        (a numpy uint8 array), filled in place without the GIL ─► [(kind, offset, obj)]
+//! ```
+//! Every long operation runs inside `py.detach`; the Python objects whose memory Rust reads
+//! or writes are kept referenced for the whole call.
+
+use std::fs::File;
+use std::io::{self, Cursor, Write};
+use std::path::PathBuf;
+
+use joblib_core::codec::{self, Codec};
+use joblib_core::format::{
+    self, Dest, FormatError, FrameHead, FrameInfo, FrameKind, Sink, WriteOptions,
+};
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::{format_error, io_error};
+
+/// A read-only byte region of a Python buffer, as plain numbers so it can cross `detach`.
+#[derive(Clone, Copy)]
+struct Region {
+    ptr: usize,
+    len: usize,
+}
+
+impl Region {
+    /// # Safety
+    /// The buffer export the region was taken from must still be held.
+    unsafe fn slice<'a>(self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: guaranteed by the caller: ptr/len describe a live, exported buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+fn contiguous(obj: &Bound<'_, PyAny>) -> PyResult<(PyUntypedBuffer, Region)> {
+    let buf = PyUntypedBuffer::get(obj)?;
+    if !buf.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "out-of-band buffers must be contiguous",
+        ));
+    }
+    let region = Region {
+        ptr: buf.buf_ptr() as usize,
+        len: buf.len_bytes(),
+    };
+    Ok((buf, region))
+}
+
+fn options(codec: &str, level: i32) -> PyResult<WriteOptions> {
+    let codec = Codec::from_name(codec).map_err(|e| format_error(FormatError::Options(e)))?;
+    if codec != Codec::None {
+        codec
+            .check_level(level)
+            .map_err(|e| format_error(FormatError::Options(e)))?;
+    }
+    Ok(WriteOptions {
+        codec,
+        level,
+        chunk: codec::CHUNK,
+    })
+}
+
+/// Export every buffer; the returned exports keep the memory alive and unmoved.
+fn export_all(
+    buffers: &[Bound<'_, PyAny>],
+    pickle: &Bound<'_, PyAny>,
+) -> PyResult<(Vec<PyUntypedBuffer>, Vec<Region>, Region)> {
+    let mut held = Vec::with_capacity(buffers.len() + 1);
+    let mut regions = Vec::with_capacity(buffers.len());
+    for b in buffers {
+        let (buf, region) = contiguous(b)?;
+        held.push(buf);
+        regions.push(region);
+    }
+    let (pbuf, pregion) = contiguous(pickle)?;
+    held.push(pbuf);
+    Ok((held, regions, pregion))
+}
+
+/// Write a container atomically to `path` (temporary file, fsync, rename). Returns its size.
+#[pyfunction]
+#[pyo3(signature = (path, buffers, pickle, codec, level))]
+pub fn write_path(
+    py: Python<'_>,
+    path: PathBuf,
+    buffers: Vec<Bound<'_, PyAny>>,
+    pickle: Bound<'_, PyAny>,
+    codec: &str,
+    level: i32,
+) -> PyResult<u64> {
+    let opts = options(codec, level)?;
+    let (held, regions, pregion) = export_all(&buffers, &pickle)?;
+    let target = path.clone();
+    let res = py.detach(move || {
+        // SAFETY: every region comes from an export in `held`, which lives until after this
+        // closure returns; exported buffers cannot be resized or freed while exported.
+        let slices: Vec<&[u8]> = regions.iter().map(|r| unsafe { r.slice() }).collect();
+        // SAFETY: as above, the pickle's export is the last element of `held`.
+        let pickle = unsafe { pregion.slice() };
+        format::write_file_atomic(&target, &slices, pickle, &opts)
+    });
+    drop(held);
+    res.map_err(|e| match e {
+        FormatError::Io(err) => io_error(err, &path),
+        other => format_error(other),
+    })
+}
+
+/// `Write` into a Python file object: each call takes the GIL for one `write` of at most
+/// `PIECE` bytes (copied into a `bytes`, so memory stays bounded whatever the file keeps).
+struct PyFileWriter {
+    file: Py<PyAny>,
+}
+
+const PIECE: usize = 8 << 20;
+
+impl Write for PyFileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(PIECE);
+        Python::attach(|py| {
+            let bytes = PyBytes::new(py, &buf[..n]);
+            let written = self.file.bind(py).call_method1("write", (bytes,))?;
+            // Raw files may write less than asked and return the count; buffered files
+            // return the full count or None.
+            if written.is_none() {
+                Ok(n)
+            } else {
+                written.extract::<usize>().map(|w| w.min(n))
+            }
+        })
+        .map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write a container into a Python file object (any object with `write`, seekable or not).
+#[pyfunction]
+#[pyo3(signature = (fileobj, buffers, pickle, codec, level))]
+pub fn write_fileobj(
+    py: Python<'_>,
+    fileobj: Py<PyAny>,
+    buffers: Vec<Bound<'_, PyAny>>,
+    pickle: Bound<'_, PyAny>,
+    codec: &str,
+    level: i32,
+) -> PyResult<u64> {
+    let opts = options(codec, level)?;
+    let (held, regions, pregion) = export_all(&buffers, &pickle)?;
+    let res = py.detach(move || {
+        // SAFETY: the regions come from exports in `held`, alive until after this closure.
+        let slices: Vec<&[u8]> = regions.iter().map(|r| unsafe { r.slice() }).collect();
+        // SAFETY: as above.
+        let pickle = unsafe { pregion.slice() };
+        let out = io::BufWriter::with_capacity(1 << 20, PyFileWriter { file: fileobj });
+        format::write_container(out, &slices, pickle, &opts)
+    });
+    drop(held);
+    res.map_err(|e| match e {
+        FormatError::Io(err) => match err.downcast::<PyErr>() {
+            Ok(pyerr) => pyerr,
+            Err(err) => format_error(FormatError::Io(err)),
+        },
+        other => format_error(other),
+    })
+}
+
+/// Allocates each frame's destination by calling Python `alloc(nbytes)`; keeps the objects.
+struct PySink {
+    alloc: Py<PyAny>,
+    skip_buffers: bool,
+    objects: Vec<Option<Py<PyAny>>>,
+    error: Option<PyErr>,
+}
+
+impl Sink for PySink {
+    fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError> {
+        if self.skip_buffers && head.kind == FrameKind::Buffer && head.codec == Codec::None {
+            self.objects.push(None);
+            return Ok(Dest::Skip);
+        }
+        let raw_len = usize::try_from(head.raw_len)
+            .map_err(|_| FormatError::Sink(format!("frame of {} bytes", head.raw_len)))?;
+        let made = Python::attach(|py| -> PyResult<(Py<PyAny>, Region, bool)> {
+            let obj = self.alloc.bind(py).call1((raw_len,))?;
+            let buf = PyUntypedBuffer::get(&obj)?;
+            let ok = !buf.readonly() && buf.is_c_contiguous() && buf.len_bytes() == raw_len;
+            let region = Region {
+                ptr: buf.buf_ptr() as usize,
+                len: buf.len_bytes(),
+            };
+            drop(buf);
+            Ok((obj.unbind(), region, ok))
+        });
+        let (obj, region, ok) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(FormatError::Sink(msg));
+            }
+        };
+        if !ok {
+            return Err(FormatError::Sink(
+                "alloc() must return a writable contiguous buffer of the asked size".into(),
+            ));
+        }
+        self.objects.push(Some(obj));
+        if region.len == 0 {
+            return Ok(Dest::Fill(&mut []));
+        }
+        // SAFETY: the object owning this memory was just created by `alloc` (a fresh numpy
+        // array or bytearray nobody else references) and is kept in `self.objects` for the
+        // whole read, so the memory stays valid and is written by nobody else.
+        let slice = unsafe { std::slice::from_raw_parts_mut(region.ptr as *mut u8, region.len) };
+        Ok(Dest::Fill(slice))
+    }
+}
+
+type FrameTuple = (u8, String, u64, u64, bool, Option<Py<PyAny>>);
+
+fn frames_out(infos: Vec<FrameInfo>, objects: Vec<Option<Py<PyAny>>>) -> Vec<FrameTuple> {
+    infos
+        .into_iter()
+        .zip(objects)
+        .map(|(f, obj)| {
+            (
+                f.head.kind as u8,
+                f.head.codec.name().to_owned(),
+                f.head.raw_len,
+                f.head.payload_offset,
+                f.verified,
+                obj,
+            )
+        })
+        .collect()
+}
+
+fn finish_read(
+    res: Result<Vec<FrameInfo>, FormatError>,
+    sink: PySink,
+    path: Option<&PathBuf>,
+) -> PyResult<Vec<FrameTuple>> {
+    match res {
+        Ok(infos) => Ok(frames_out(infos, sink.objects)),
+        Err(e) => Err(match (sink.error, e) {
+            (Some(pyerr), _) => pyerr,
+            (None, FormatError::Io(err)) => match path {
+                Some(p) => io_error(err, p),
+                None => format_error(FormatError::Io(err)),
+            },
+            (None, other) => format_error(other),
+        }),
+    }
+}
+
+/// Read a container file. For each buffer then the pickle frame, returns
+/// `(kind, codec, raw_len, payload_offset, verified, obj)`; `obj` is `alloc(raw_len)` filled
+/// with the payload, or `None` for uncompressed buffers skipped under `skip_buffers`.
+#[pyfunction]
+#[pyo3(signature = (path, alloc, skip_buffers=false))]
+pub fn read_path(
+    py: Python<'_>,
+    path: PathBuf,
+    alloc: Py<PyAny>,
+    skip_buffers: bool,
+) -> PyResult<Vec<FrameTuple>> {
+    let mut sink = PySink {
+        alloc,
+        skip_buffers,
+        objects: Vec::new(),
+        error: None,
+    };
+    let res = py.detach(|| {
+        let mut file = File::open(&path)?;
+        format::read_container(&mut file, &mut sink)
+    });
+    finish_read(res, sink, Some(&path))
+}
+
+/// Read a container held in memory (a bytes-like object), as [`read_path`].
+#[pyfunction]
+#[pyo3(signature = (data, alloc))]
+pub fn read_bytes(
+    py: Python<'_>,
+    data: Bound<'_, PyAny>,
+    alloc: Py<PyAny>,
+) -> PyResult<Vec<FrameTuple>> {
+    let (held, region) = contiguous(&data)?;
+    let mut sink = PySink {
+        alloc,
+        skip_buffers: false,
+        objects: Vec::new(),
+        error: None,
+    };
+    let res = py.detach(|| {
+        // SAFETY: `held` keeps the export alive until after this closure.
+        let bytes = unsafe { region.slice() };
+        format::read_container(&mut Cursor::new(bytes), &mut sink)
+    });
+    drop(held);
+    finish_read(res, sink, None)
+}
+
+/// Decompress a whole-file stream of `codec` (joblib's compressed pickles).
+#[pyfunction]
+pub fn decompress_stream<'py>(
+    py: Python<'py>,
+    codec: &str,
+    data: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let codec = Codec::from_name(codec).map_err(|e| format_error(FormatError::Options(e)))?;
+    let (held, region) = contiguous(&data)?;
+    let res = py.detach(|| {
+        // SAFETY: `held` keeps the export alive until after this closure.
+        let bytes = unsafe { region.slice() };
+        codec::decompress_stream(codec, bytes)
+    });
+    drop(held);
+    let out = res.map_err(crate::errors::codec_error)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Compress a whole buffer as one stream of `codec` (for tests and tools).
+#[pyfunction]
+pub fn compress_stream<'py>(
+    py: Python<'py>,
+    codec: &str,
+    level: i32,
+    data: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let codec = Codec::from_name(codec).map_err(|e| format_error(FormatError::Options(e)))?;
+    let (held, region) = contiguous(&data)?;
+    let res = py.detach(|| {
+        // SAFETY: `held` keeps the export alive until after this closure.
+        let bytes = unsafe { region.slice() };
+        codec::compress_stream(codec, level, bytes)
+    });
+    drop(held);
+    let out = res.map_err(crate::errors::codec_error)?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Register the persistence functions on the `_core` module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(write_path, m)?)?;
+    m.add_function(wrap_pyfunction!(write_fileobj, m)?)?;
+    m.add_function(wrap_pyfunction!(read_path, m)?)?;
+    m.add_function(wrap_pyfunction!(read_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(decompress_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(compress_stream, m)?)?;
+    m.add("CONTAINER_MAGIC", PyBytes::new(m.py(), &format::MAGIC))?;
+    m.add("CODECS", codec::Codec::NAMES.to_vec())?;
+    m.add(
+        "CorruptFileError",
+        crate::errors::corrupt_file_error(m.py())?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+"""Reading pickles written by joblib >= 0.10 (``joblib.numpy_pickle`` format).
+
+joblib writes a pickle in which each numpy array is a ``NumpyArrayWrapper`` object whose raw
+data follows the wrapper's BUILD opcode directly in the file (since joblib 1.2 after a
+padding-length byte and padding, for 16-byte alignment). This module reads that layout with
+its own unpickler, so joblib itself need not be installed; arrays of an uncompressed file can
+be memory-mapped in place.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import IO, Any
+
+from joblib_rs import _core
+
+CorruptFileError: type[Exception] = _core.CorruptFileError
+
+_WRAPPER_GLOBAL = "joblib.numpy_pickle.NumpyArrayWrapper"
+_PIECE = 16 << 20
+
+
+class _JoblibArrayWrapper:
+    """Stands for ``joblib.numpy_pickle.NumpyArrayWrapper``: receives its pickled state."""
+
+    subclass: Any
+    shape: tuple[int, ...]
+    order: str
+    dtype: Any
+    allow_mmap: bool
+
+
+class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
+    """Pure-Python unpickler (the C one cannot intercept BUILD) reading joblib's arrays."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def __init__(
+        self, fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+    ) -> None:
+        super().__init__(fh)
+        self._fh = fh
+        self._filename = filename
+        self._mmap_mode = "r+" if mmap_mode == "w+" else mmap_mode
+        self._ensure_native = ensure_native
+        self._policy = policy
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if self._policy is not None:
+            self._policy.check(module, name)
+        if full == _WRAPPER_GLOBAL:
+            return _JoblibArrayWrapper
+        if full == "joblib.numpy_pickle.NDArrayWrapper":
+            raise CorruptFileError(
+                f"{self._filename!r} was written by joblib < 0.10 (separate .npy files); "
+                "this format is not supported"
+            )
+        return super().find_class(module, name)
+
+    def _load_build(self) -> None:
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+        top = self.stack[-1]
+        if isinstance(top, _JoblibArrayWrapper):
+            self.stack[-1] = self._read_array(top)
+
+    dispatch[pickle.BUILD[0]] = _load_build
+
+    def _read_exact(self, n: int) -> bytes:
+        data = self._fh.read(n)
+        if len(data) != n:
+            raise CorruptFileError(
+                f"file is truncated: array data of {n} bytes ends after {len(data)} bytes"
+            )
+        return data
+
+    def _skip_padding(self, wrapper: _JoblibArrayWrapper) -> None:
+        if getattr(wrapper, "numpy_array_alignment_bytes", None) is None:
+            return
+        pad = self._read_exact(1)[0]
+        if pad > 64:
+            raise CorruptFileError(f"file is damaged: array padding of {pad} bytes")
+        if pad:
+            self._read_exact(pad)
+
+    def _read_array(self, wrapper: _JoblibArrayWrapper) -> Any:
+        import numpy as np
+
+        dtype = np.dtype(wrapper.dtype)
+        shape = tuple(int(s) for s in wrapper.shape)
+        order = "F" if wrapper.order == "F" else "C"
+        if dtype.hasobject:
+            inner = _JoblibUnpickler(self._fh, self._filename, None, False, self._policy)
+            array = inner.load()
+        else:
+            self._skip_padding(wrapper)
+            count = 1
+            for s in shape:
+                if s < 0:
+                    raise CorruptFileError(f"file is damaged: negative array dimension {s}")
+                count *= s
+            nbytes = count * dtype.itemsize
+            if (
+                self._mmap_mode is not None
+                and getattr(wrapper, "allow_mmap", False)
+                and (self._filename)
+            ):
+                offset = self._fh.tell()
+                if nbytes == 0:
+                    array = np.empty(shape, dtype=dtype, order=order)
+                else:
+                    array = np.memmap(
+                        self._filename,
+                        dtype=dtype,
+                        mode=self._mmap_mode,
+                        offset=offset,
+                        shape=shape,
+                        order=order,
+                    )
+                self._fh.seek(offset + nbytes)
+            else:
+                flat = np.empty(count, dtype=dtype)
+                view = flat.view(np.uint8) if nbytes else memoryview(b"")
+                filled = 0
+                while filled < nbytes:
+                    n = self._fh.readinto(view[filled : filled + _PIECE])
+                    if not n:
+                        raise CorruptFileError(
+                            f"file is truncated: array data of {nbytes} bytes ends after "
+                            f"{filled} bytes"
+                        )
+                    filled += n
+                if order == "F":
+                    array = flat.reshape(shape[::-1]).transpose()
+                else:
+                    array = flat.reshape(shape)
+                if (
+                    self._ensure_native
+                    and not array.dtype.isnative
+                    and (array.dtype.byteorder != "|")
+                ):
+                    array = array.byteswap().view(array.dtype.newbyteorder("="))
+        subclass = getattr(wrapper, "subclass", None)
+        if (
+            isinstance(subclass, type)
+            and subclass not in (np.ndarray, np.memmap)
+            and (issubclass(subclass, np.ndarray))
+        ):
+            array = array.view(subclass)
+        return array
+
+
+def load_joblib_pickle(
+    fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+) -> Any:
+    """Load a joblib pickle from ``fh`` (positioned at its start)."""
+    head = fh.read(1)
+    fh.seek(0)
+    # Protocol 2+ pickles start with PROTO; 0/1 with a handful of opcodes.
+    if not head or head not in b"\x80(]}cNIFSVX":
+        raise CorruptFileError(
+            f"{filename or 'the data'} is not a joblib-rs or joblib file (first byte {head!r})"
+        )
+    try:
+        return _JoblibUnpickler(fh, filename, mmap_mode, ensure_native, policy).load()
+    except (EOFError, struct.error, IndexError, KeyError) as exc:
+        raise CorruptFileError(
+            f"file is damaged or truncated: {type(exc).__name__}: {exc}"
+        ) from exc
+    except pickle.UnpicklingError as exc:
+        if isinstance(exc, CorruptFileError) or "is forbidden by load" in str(exc):
+            raise
+        raise CorruptFileError(f"file is damaged: {exc}") from exc

@@ -1,0 +1,575 @@
+"""Persistence: :func:`dump` and :func:`load`, joblib's API over a checksummed container.
+
+A file written by :func:`dump` holds a pickle (protocol 5) whose numpy buffers travel out of
+band, each in its own frame, 64-byte aligned when uncompressed so that ``mmap_mode`` maps them
+in place. The byte layout is specified in ``docs/format.md``; the Rust core reads, writes,
+compresses and checks it without the GIL. :func:`load` also reads files written by joblib
+(>= 0.10, plain or whole-file compressed).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import fnmatch
+import io
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Iterable
+from typing import IO, Any
+
+from joblib_rs import _core
+from joblib_rs.compressor import (
+    _COMPRESSORS,
+    DEFAULT_CODEC,
+    CompressorWrapper,
+    NativeCompressorWrapper,
+    register_compressor,
+)
+
+__all__ = ["CorruptFileError", "dump", "load", "register_compressor"]
+
+#: Raised when a file is damaged, truncated or not a joblib/joblib-rs file. Subclasses both
+#: :class:`pickle.UnpicklingError` and :class:`ValueError`.
+CorruptFileError: type[Exception] = _core.CorruptFileError
+
+_MMAP_MODES = (None, "r+", "r", "w+", "c")
+#: Arrays smaller than this stay inside a compressed pickle (per-frame overhead would
+#: dominate); uncompressed files send every non-empty array out of band so all of them can be
+#: memory-mapped, as joblib does.
+_OOB_MIN_COMPRESSED = 4096
+
+_CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays
+
+
+def _rebuild_array(buf: Any, dtype: Any, shape: tuple[int, ...], order: str) -> Any:
+    """Rebuild an array from its out-of-band (or in-band) buffer, without copying."""
+    import numpy as np
+
+    if isinstance(buf, memoryview) and isinstance(buf.obj, np.ndarray):
+        # READONLY_BUFFER wrapped our buffer in a read-only view: use the array behind it.
+        base = buf.obj
+    elif isinstance(buf, np.ndarray):
+        base = buf
+    else:
+        base = np.frombuffer(buf, dtype=np.uint8)
+    if dtype.itemsize == 0:
+        arr = np.empty(shape, dtype=dtype, order=order)
+    else:
+        arr = base.view(dtype).reshape(shape, order=order)
+    if not isinstance(arr, np.memmap) and not arr.flags.writeable:
+        arr = arr.copy(order="K")
+    if _ENSURE_NATIVE.get() and not arr.dtype.isnative and arr.dtype.byteorder != "|":
+        arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
+    return arr
+
+
+#: Whether arrays being rebuilt by the current ``load`` are converted to native byte order.
+_ENSURE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "joblib_rs_ensure_native", default=False
+)
+
+
+class _Pickler(pickle.Pickler):
+    """C pickler sending numpy array data out of band through ``buffer_callback``."""
+
+    def __init__(self, file: IO[bytes], protocol: int, oob_min: int) -> None:
+        self.buffers: list[memoryview] = []
+        self._oob_min = oob_min
+        super().__init__(file, protocol=protocol, buffer_callback=self._take)
+        np = sys.modules.get("numpy")
+        self._array_types = (np.ndarray, np.memmap) if np is not None else ()
+        self._np = np
+
+    def _take(self, pb: pickle.PickleBuffer) -> bool:
+        raw = pb.raw()
+        if raw.nbytes < self._oob_min:
+            return True  # small: serialised in band
+        self.buffers.append(raw)
+        return False
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t not in self._array_types:
+            return NotImplemented
+        dtype = obj.dtype
+        if dtype.hasobject or dtype.itemsize == 0:
+            return NotImplemented
+        if obj.flags.c_contiguous:
+            order, arr = "C", obj
+        elif obj.flags.f_contiguous:
+            order, arr = "F", obj
+        else:
+            order, arr = "C", self._np.ascontiguousarray(obj)
+        flat = arr.ravel(order="K").view(self._np.uint8)
+        return _rebuild_array, (pickle.PickleBuffer(flat), dtype, arr.shape, order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restricted loading
+
+#: Globals allowed by ``allowed="safe"``: containers, numbers, numpy arrays and dtypes, dates,
+#: decimals, fractions, collections, and the rebuild functions of joblib and joblib-rs files.
+SAFE_GLOBALS: tuple[str, ...] = (
+    "builtins.bool",
+    "builtins.bytearray",
+    "builtins.bytes",
+    "builtins.complex",
+    "builtins.dict",
+    "builtins.float",
+    "builtins.frozenset",
+    "builtins.int",
+    "builtins.list",
+    "builtins.range",
+    "builtins.set",
+    "builtins.slice",
+    "builtins.str",
+    "builtins.tuple",
+    "collections.Counter",
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "collections.deque",
+    "datetime.date",
+    "datetime.datetime",
+    "datetime.time",
+    "datetime.timedelta",
+    "datetime.timezone",
+    "decimal.Decimal",
+    "fractions.Fraction",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.dtypes.*DType",
+    "numpy.core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar",
+    "numpy.core.numeric._frombuffer",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy._core.numeric._frombuffer",
+    "numpy.memmap",
+    "joblib_rs.numpy_pickle._rebuild_array",
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+)
+
+
+class _Policy:
+    def __init__(self, patterns: list[str], spec: Any) -> None:
+        self.patterns = patterns
+        self.spec = spec
+
+    def check(self, module: str, name: str) -> None:
+        full = f"{module}.{name}"
+        for pat in self.patterns:
+            if fnmatch.fnmatchcase(full, pat):
+                return
+        raise pickle.UnpicklingError(
+            f"global '{full}' is forbidden by load(..., allowed={self.spec!r}); "
+            f"add '{full}' to allowed if this file is trusted"
+        )
+
+
+def _policy(allowed: Any) -> _Policy | None:
+    if allowed is None:
+        return None
+    if isinstance(allowed, str):
+        items: list[Any] = [allowed]
+    elif isinstance(allowed, Iterable):
+        items = list(allowed)
+    else:
+        raise TypeError(
+            f"allowed must be None, 'safe' or a list of 'module.qualname' patterns, "
+            f"got {allowed!r}"
+        )
+    patterns: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"allowed patterns must be strings, got {item!r}")
+        if item == "safe":
+            patterns.extend(SAFE_GLOBALS)
+        elif "." not in item:
+            raise ValueError(
+                f"allowed pattern {item!r} must be 'safe' or of the form 'module.qualname'"
+            )
+        else:
+            patterns.append(item)
+    return _Policy(patterns, allowed)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], policy: _Policy, buffers: Any = None) -> None:
+        super().__init__(file, buffers=buffers)
+        self._policy = policy
+
+    def find_class(self, module: str, name: str) -> Any:
+        self._policy.check(module, name)
+        return super().find_class(module, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# dump
+
+
+def _resolve_compress(compress: Any, filename: Any) -> tuple[str, int | None]:
+    """Return (method, level) following joblib's rules; level 0 means no compression."""
+    method: str | None = None
+    explicit = False
+    if compress is True:
+        level: Any = None
+    elif compress is False:
+        level = 0
+    elif isinstance(compress, tuple):
+        if len(compress) != 2:
+            raise ValueError(
+                "Compress argument tuple should contain exactly 2 elements: "
+                f"(compress method, compress level), you passed {compress}"
+            )
+        method, level = compress
+        explicit = True
+    elif isinstance(compress, str):
+        method, level = compress, None
+        explicit = True
+    else:
+        level = compress
+
+    if level is not None and level is not False:
+        max_level = 22 if method == "zstd" else 9
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= max_level:
+            raise ValueError(
+                f'Non valid compress level given: "{level}". Possible values are '
+                f"{list(range(max_level + 1))}."
+            )
+    if level is False:
+        level = 0
+    if method is not None and method not in _COMPRESSORS:
+        raise ValueError(
+            f'Non valid compression method given: "{method}". Possible values are '
+            f"{sorted(_COMPRESSORS)}."
+        )
+    if isinstance(filename, str) and not explicit:
+        for name, comp in _COMPRESSORS.items():
+            if comp.extension and filename.endswith(comp.extension):
+                method = name
+        if method is not None and level == 0:
+            level = None
+    return method or DEFAULT_CODEC, level
+
+
+def dump(
+    value: Any,
+    filename: str | os.PathLike[str] | IO[bytes],
+    compress: bool | int | str | tuple[str, int] = 0,
+    protocol: int | None = None,
+) -> list[str] | None:
+    """Persist an arbitrary Python object into one file.
+
+    Parameters
+    ----------
+    value : any Python object
+        The object to store to disk.
+    filename : str, os.PathLike, or file object
+        The path of the file, or a file object open for writing in binary mode (it need not
+        be seekable; ``gzip.GzipFile`` and friends work). The extensions ``.z``, ``.gz``,
+        ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` and ``.zst`` select their codec.
+    compress : int from 0 to 9, bool, str or 2-tuple, default=0
+        0 or False: no compression. True or an int level: the default codec (``'zstd'``,
+        level 3 for True). A codec name (``'zlib'``, ``'gzip'``, ``'bz2'``, ``'lzma'``,
+        ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its default level; a
+        ``(name, level)`` tuple sets both.
+    protocol : int, optional
+        Pickle protocol; default (and anything >= 5) is 5, which sends numpy buffers out of
+        band. Lower protocols store arrays inside the pickle.
+
+    Returns
+    -------
+    filenames : list of str or None
+        ``[filename]`` when ``filename`` is a path; None for a file object, as joblib.
+
+    Notes
+    -----
+    Writing to a path is atomic: the data goes to a temporary file in the same folder,
+    which is fsynced then renamed, so ``filename`` never holds a partial file.
+    Compression runs on all cores in 4 MiB chunks, without the GIL.
+    """
+    if isinstance(filename, os.PathLike):
+        filename = os.fspath(filename)
+    is_filename = isinstance(filename, str)
+    is_fileobj = hasattr(filename, "write")
+    if not is_filename and not is_fileobj:
+        raise ValueError(
+            "Second argument should be a filename or a file-like object, "
+            f"{filename!r} (type {type(filename)}) was given."
+        )
+    method, level = _resolve_compress(compress, filename)
+    compressor = _COMPRESSORS[method]
+    native = isinstance(compressor, NativeCompressorWrapper)
+    if level == 0:
+        codec, codec_level = "none", 0
+    elif native:
+        codec = method
+        codec_level = _default_level(method) if level is None else level
+    else:
+        codec, codec_level = "none", 0
+
+    if protocol is None or protocol < 0:
+        protocol = pickle.HIGHEST_PROTOCOL
+    out = io.BytesIO()
+    oob_min = 1 if codec == "none" else _OOB_MIN_COMPRESSED
+    if protocol >= 5:
+        pickler = _Pickler(out, protocol, oob_min)
+        pickler.dump(value)
+        buffers = pickler.buffers
+    else:
+        pickle.Pickler(out, protocol=protocol).dump(value)
+        buffers = []
+    data = out.getbuffer()
+    try:
+        if native or level == 0:
+            if is_filename:
+                _core.write_path(filename, buffers, data, codec, codec_level)
+            else:
+                _core.write_fileobj(filename, buffers, data, codec, codec_level)
+        else:
+            _dump_through(compressor, level, filename, buffers, data)
+    finally:
+        data.release()
+        buffers.clear()
+    return [filename] if is_filename else None
+
+
+def _default_level(method: str) -> int:
+    return {"zlib": 3, "gzip": 3, "bz2": 9, "lzma": 6, "xz": 6, "lz4": 0, "zstd": 3}[method]
+
+
+def _dump_through(
+    compressor: CompressorWrapper,
+    level: int | None,
+    filename: Any,
+    buffers: list[memoryview],
+    data: memoryview,
+) -> None:
+    """Write an uncompressed container through a registered (Python) compressor."""
+    if not isinstance(filename, str):
+        with compressor.compressor_file(filename, compresslevel=level) as f:
+            _core.write_fileobj(f, buffers, data, "none", 0)
+        return
+    folder = os.path.dirname(os.path.abspath(filename))
+    tmp = os.path.join(folder, f".{os.path.basename(filename)}.{os.getpid()}.{id(data)}.tmp")
+    try:
+        with open(tmp, "xb") as raw:
+            with compressor.compressor_file(raw, compresslevel=level) as f:
+                _core.write_fileobj(f, buffers, data, "none", 0)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, filename)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def _alloc(n: int) -> Any:
+    np = sys.modules.get("numpy")
+    if np is None:
+        try:
+            import numpy as np
+        except ImportError:
+            return bytearray(n)
+    return np.empty(n, dtype=np.uint8)
+
+
+def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
+    if policy is None:
+        return pickle.loads(data, buffers=buffers)
+    return _RestrictedUnpickler(io.BytesIO(data), policy, buffers=buffers).load()
+
+
+def _load_container_frames(
+    frames: list[tuple[int, str, int, int, bool, Any]],
+    filename: str | None,
+    mmap_mode: str | None,
+    policy: _Policy | None,
+) -> Any:
+    buffers: list[Any] = []
+    pickle_data = None
+    mapped_mode = "r+" if mmap_mode == "w+" else mmap_mode
+    for kind, _codec, raw_len, offset, _verified, obj in frames:
+        if kind == 2:
+            pickle_data = obj
+        elif obj is None:
+            import numpy as np
+
+            if raw_len == 0:
+                buffers.append(np.empty(0, dtype=np.uint8))
+            else:
+                buffers.append(
+                    np.memmap(
+                        filename, dtype=np.uint8, mode=mapped_mode, offset=offset, shape=(raw_len,)
+                    )
+                )
+        else:
+            buffers.append(obj)
+    if pickle_data is None:
+        raise CorruptFileError("file is damaged: no pickle frame")
+    return _unpickle(pickle_data, buffers, policy)
+
+
+def _detect(prefix: bytes) -> str:
+    """'container', a compressor name, or 'pickle'."""
+    if prefix.startswith(_CONTAINER_MAGIC):
+        return "container"
+    for name, comp in _COMPRESSORS.items():
+        if comp.prefix and prefix.startswith(comp.prefix):
+            return name
+    return "pickle"
+
+
+def _warn_compressed_mmap(mmap_mode: str | None, filename: str) -> None:
+    if mmap_mode is not None:
+        warnings.warn(
+            f'mmap_mode "{mmap_mode}" is not compatible with compressed file {filename}. '
+            f'"{mmap_mode}" flag will be ignored.',
+            stacklevel=4,
+        )
+
+
+def _decompress_whole(name: str, data: bytes) -> bytes:
+    comp = _COMPRESSORS[name]
+    if isinstance(comp, NativeCompressorWrapper):
+        return _core.decompress_stream(name, data)
+    with comp.decompressor_file(io.BytesIO(data)) as f:
+        return f.read()
+
+
+def _load_bytes(
+    data: bytes, name: str, policy: _Policy | None, ensure_native: bool, depth: int = 0
+) -> Any:
+    kind = _detect(data[:16])
+    if kind == "container":
+        frames = _core.read_bytes(data, _alloc)
+        return _load_container_frames(frames, None, None, policy)
+    if kind == "pickle":
+        from joblib_rs import _compat
+
+        return _compat.load_joblib_pickle(io.BytesIO(data), name, None, ensure_native, policy)
+    if depth > 0:
+        raise CorruptFileError(f"file {name!r} is compressed twice; refusing to decompress")
+    inner = _decompress_whole(kind, data)
+    return _load_bytes(inner, name, policy, ensure_native, depth + 1)
+
+
+def load(
+    filename: str | os.PathLike[str] | IO[bytes],
+    mmap_mode: str | None = None,
+    ensure_native_byte_order: bool | str = "auto",
+    *,
+    allowed: str | Iterable[str] | None = None,
+) -> Any:
+    """Reconstruct a Python object from a file persisted with :func:`dump` (or joblib's).
+
+    Parameters
+    ----------
+    filename : str, os.PathLike, or file object
+        The path of the file, or a file object open for reading in binary mode.
+    mmap_mode : {None, 'r+', 'r', 'w+', 'c'}, optional
+        If not None, arrays of an uncompressed file are returned as :class:`numpy.memmap`
+        mapped in place on the file (no copy; ``'w+'`` acts as ``'r+'``). For compressed
+        files and file objects it is ignored with a warning, as in joblib.
+    ensure_native_byte_order : bool or 'auto', default='auto'
+        If True, arrays written on a machine of the other endianness come back in native
+        byte order. Cannot be combined with ``mmap_mode``. 'auto' means True when
+        ``mmap_mode`` is None.
+    allowed : None, 'safe' or iterable of str, keyword-only
+        None (default) loads anything, like :mod:`pickle` and joblib: never load untrusted
+        files that way. ``'safe'`` allows only containers, numbers, strings, numpy arrays and
+        dtypes, dates, decimals, fractions and collections (see ``SAFE_GLOBALS``); a list of
+        ``'module.qualname'`` patterns (``fnmatch`` wildcards, may include ``'safe'``) allows
+        exactly those. Any other global raises :class:`pickle.UnpicklingError` naming it
+        before any of its code runs.
+
+    Returns
+    -------
+    result : any Python object
+        The object stored in the file.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is damaged (checksum mismatch, truncated, bad lengths) or is not a joblib-rs
+        or joblib file. Subclass of both :class:`pickle.UnpicklingError` and
+        :class:`ValueError`.
+
+    Notes
+    -----
+    Payload checksums are verified for everything read into memory. Under ``mmap_mode`` the
+    mapped array data is not read at load time, so only the headers and the pickle are
+    verified.
+    """
+    if mmap_mode not in _MMAP_MODES:
+        raise ValueError(f"mmap_mode should be one of {_MMAP_MODES}, got mmap_mode={mmap_mode!r}")
+    if ensure_native_byte_order == "auto":
+        ensure_native = mmap_mode is None
+    elif isinstance(ensure_native_byte_order, bool):
+        ensure_native = ensure_native_byte_order
+    else:
+        raise ValueError(
+            "ensure_native_byte_order should be True, False or 'auto', got "
+            f"{ensure_native_byte_order!r}"
+        )
+    if ensure_native and mmap_mode is not None:
+        raise ValueError(
+            "Native byte ordering can only be enforced if 'mmap_mode' parameter is set to "
+            f"None, but got 'mmap_mode={mmap_mode}' instead."
+        )
+    policy = _policy(allowed)
+    token = _ENSURE_NATIVE.set(ensure_native)
+    try:
+        if isinstance(filename, os.PathLike):
+            filename = os.fspath(filename)
+        if hasattr(filename, "read"):
+            fobj = filename
+            name = getattr(fobj, "name", "")
+            if mmap_mode is not None:
+                warnings.warn(
+                    f'{fobj!r} is not a raw file, mmap_mode "{mmap_mode}" flag will be ignored.',
+                    stacklevel=2,
+                )
+            data = fobj.read()
+            return _load_bytes(data, str(name), policy, ensure_native)
+        if not isinstance(filename, str):
+            raise ValueError(
+                "filename should be a str, os.PathLike or file object, "
+                f"{filename!r} (type {type(filename)}) was given."
+            )
+        return _load_path(filename, mmap_mode, policy, ensure_native)
+    finally:
+        _ENSURE_NATIVE.reset(token)
+
+
+def _load_path(
+    filename: str, mmap_mode: str | None, policy: _Policy | None, ensure_native: bool
+) -> Any:
+    with open(filename, "rb") as f:
+        prefix = f.read(16)
+        kind = _detect(prefix)
+        if kind == "pickle":
+            from joblib_rs import _compat
+
+            f.seek(0)
+            return _compat.load_joblib_pickle(f, filename, mmap_mode, ensure_native, policy)
+        if kind != "container":
+            _warn_compressed_mmap(mmap_mode, filename)
+            data = f.read()
+            inner = _decompress_whole(kind, prefix + data)
+            del data
+            return _load_bytes(inner, filename, policy, ensure_native, depth=1)
+    frames = _core.read_path(filename, _alloc, skip_buffers=mmap_mode is not None)
+    if mmap_mode is not None and any(k == 1 and c != "none" for k, c, *_ in frames):
+        _warn_compressed_mmap(mmap_mode, filename)
+    return _load_container_frames(frames, filename, mmap_mode, policy)
