@@ -49,6 +49,11 @@ CacheItemInfo = collections.namedtuple("CacheItemInfo", "path size last_access")
 _READ_LIMIT = 1 << 20
 #: Default longest wait for another process computing the same entry (seconds).
 DEFAULT_LOCK_TIMEOUT = 300.0
+#: A hit re-checks that its entry is whole and refreshes its access time (LRU) at most this
+#: often per entry and process (seconds); other hits only open and read the output.
+_VERIFY_INTERVAL = 1.0
+#: Entries remembered as verified, per store object, before the memory is reset.
+_MAX_VERIFIED = 4096
 #: Staging folders older than this are leftovers of killed processes (seconds).
 _STALE_TEMP_AGE = 3600.0
 
@@ -343,9 +348,10 @@ class StoreBackendMixin:
         return metadata
 
 
-def _warn_damaged(call_id: Any, error: BaseException) -> None:
+def _warn_damaged(where: Any, error: BaseException) -> None:
+    where = where if isinstance(where, str) else "/".join(where)
     warnings.warn(
-        f"Cached result of {'/'.join(call_id)} could not be loaded and will be recomputed "
+        f"Cached result in {where} could not be loaded and will be recomputed "
         f"({type(error).__name__}: {error}).",
         CacheWarning,
         stacklevel=4,
@@ -411,6 +417,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         self.mmap_mode = mmap_mode
         self.lock_timeout = float(options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.verbose = verbose
+        self._verified_at: dict[str, float] = {}
 
     def create_location(self, location: str) -> None:
         """Create a folder (and its parents)."""
@@ -490,7 +497,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         error (``CorruptFileError``...) if it is damaged."""
         full_path = os.path.join(self.location, *call_id)
         _print_loading(call_id, full_path, verbose, timestamp, metadata)
-        found = self._read(full_path, self.mmap_mode)
+        found = self._read(full_path, self.mmap_mode, True)
         if found is None or isinstance(found, str):
             filename = os.path.join(full_path, self._output_name)
             raise KeyError(
@@ -500,10 +507,10 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
 
     # -- joblib-rs hooks ---------------------------------------------------------------------
 
-    def _read(self, entry: str, mmap_mode: str | None) -> tuple[Any] | str | None:
+    def _read(self, entry: str, mmap_mode: str | None, verify: bool) -> tuple[Any] | str | None:
         """``(output,)`` for a complete entry, the damage (str) for half an entry, None for
         no entry. Loader errors propagate."""
-        data = _core.store_read(entry, 0 if mmap_mode is not None else _READ_LIMIT)
+        data = _core.store_read(entry, 0 if mmap_mode is not None else _READ_LIMIT, verify)
         if data is None or isinstance(data, str):
             return data
         if isinstance(data, bytes):
@@ -511,18 +518,32 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         return (numpy_pickle.load(os.path.join(entry, self._output_name), mmap_mode=mmap_mode),)
 
     def fetch_item(self, call_id: Any, mmap_mode: str | None) -> tuple[bool, Any]:
-        """One ``stat`` and one ``read`` (or a load by path for big or memory-mapped
-        outputs); damage warns with :class:`CacheWarning` and counts as a miss."""
+        """See :meth:`fetch_entry`."""
+        return self.fetch_entry(os.path.join(self.location, *call_id), mmap_mode)
+
+    def fetch_entry(self, entry: str, mmap_mode: str | None) -> tuple[bool, Any]:
+        """Load the entry folder ``entry``: ``open``, ``fstat``, one ``read`` (or a load by
+        path for big or memory-mapped outputs). The first hit of an entry in this process,
+        then one per second at most, also checks that the entry is whole and refreshes its
+        access time for LRU. Damage warns with :class:`CacheWarning` and counts as a miss."""
+        now = time.monotonic()
+        verified = self._verified_at.get(entry)
+        verify = verified is None or now - verified > _VERIFY_INTERVAL
         try:
-            found = self._read(os.path.join(self.location, *call_id), mmap_mode)
+            found = self._read(entry, mmap_mode, verify)
         except Exception as e:
-            _warn_damaged(call_id, e)
+            self._verified_at.pop(entry, None)
+            _warn_damaged(entry, e)
             return False, None
-        if found is None:
+        if found is None or isinstance(found, str):
+            self._verified_at.pop(entry, None)
+            if found is not None:
+                _warn_damaged(entry, ValueError(found))
             return False, None
-        if isinstance(found, str):
-            _warn_damaged(call_id, ValueError(found))
-            return False, None
+        if verify:
+            if len(self._verified_at) >= _MAX_VERIFIED:
+                self._verified_at.clear()
+            self._verified_at[entry] = now
         return True, found[0]
 
     def lock_item(self, call_id: Any) -> Any:

@@ -423,9 +423,14 @@ class MemorizedFunc(Logger):
             verbose=verbose,
             backend_options={"compress": compress, "mmap_mode": mmap_mode},
         )
+        self._entry_prefix: str | None = None
         if self.store_backend is not None:
             # Creates the function's folder: an unwritable location fails here, at once.
             self.store_backend.store_cached_func_code([self.func_id])
+            if isinstance(self.store_backend, FileSystemStoreBackend):
+                # The local store is read by entry path, built by concatenation on hits.
+                folder = os.path.join(self.store_backend.location, self.func_id)
+                self._entry_prefix = folder + os.sep
         self.timestamp = timestamp if timestamp is not None else time.time()
         self._func_code_info: tuple[str, str | None, int] | None = None
         self._func_code_id: int | None = None
@@ -565,7 +570,11 @@ class MemorizedFunc(Logger):
                 return True, self._memorized_result(call_id)
             return False, None
         start = time.time() if self._verbose > 1 else 0.0
-        found, output = backend.fetch_item(call_id, self.mmap_mode)
+        prefix = self._entry_prefix
+        if prefix is not None:
+            found, output = backend.fetch_entry(prefix + call_id[1], self.mmap_mode)
+        else:
+            found, output = backend.fetch_item(call_id, self.mmap_mode)
         if found and self._verbose > 1:
             full_path = os.path.join(str(backend.location), *call_id)
             elapsed = f"{format_time(time.time() - self.timestamp): <16}"

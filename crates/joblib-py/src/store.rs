@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  memory.py / _store_backends.py
-//!     store_read(entry, limit) ─► None (miss) | str (damaged) | bytes | int (size: load by path)
+//!     store_read(entry, limit, verify) ─► None (miss) | str (damaged) | bytes | int (size: load by path)
 //!     store_lock(entry, timeout) ─► EntryLock | None      waits in slices, GIL released
 //!     Staging(entry) .path .write() .commit()           atomic publication of an entry
 //!     store_scan / store_reduce_size / store_sweep / store_remove / store_clear / write_atomic
@@ -25,10 +25,16 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// Look up the entry folder `entry`: `None` on a miss, a `str` naming what is missing for a
 /// damaged entry, the output's `bytes` if its size is at most `read_limit`, else its size.
+/// `verify` also checks the entry is whole and refreshes its access time (LRU).
 #[pyfunction]
-pub fn store_read(py: Python<'_>, entry: PathBuf, read_limit: u64) -> PyResult<Py<PyAny>> {
+pub fn store_read(
+    py: Python<'_>,
+    entry: PathBuf,
+    read_limit: u64,
+    verify: bool,
+) -> PyResult<Py<PyAny>> {
     let hit = py
-        .detach(|| store::read_entry(&entry, read_limit))
+        .detach(|| store::read_entry(&entry, read_limit, verify))
         .into_py_result()?;
     Ok(match hit {
         Hit::Miss => py.None(),

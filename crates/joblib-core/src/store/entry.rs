@@ -25,24 +25,30 @@ pub enum Hit {
     },
 }
 
-/// Look up the entry at `entry_dir` with the fewest system calls: `stat(metadata.json)`, then
-/// `open`, `fstat` and (up to `read_limit` bytes) `read` of `output.jrs`.
+/// Look up the entry at `entry_dir` with the fewest system calls: `open`, `fstat` and (up to
+/// `read_limit` bytes) one `read` of `output.jrs`.
 ///
-/// The output's access time is refreshed when it lags by more than
-/// [`TOUCH_INTERVAL_SECS`], so LRU accounting never rewrites any file; a refresh that fails
-/// (read-only cache) is ignored.
-pub fn read_entry(entry_dir: &Path, read_limit: u64) -> Result<Hit, StoreError> {
-    let metadata_path = entry_dir.join(METADATA);
-    let has_metadata = match fs::metadata(&metadata_path) {
-        Ok(_) => true,
-        Err(e) if is_absent(&e) => false,
-        Err(e) => return Err(e).ctx("stat", &metadata_path),
+/// With `verify`, the entry is also checked to be whole (`stat(metadata.json)`) and the
+/// output's access time is refreshed when it lags by more than [`TOUCH_INTERVAL_SECS`], so
+/// LRU accounting never rewrites any file; a refresh that fails (read-only cache) is ignored.
+/// Callers verify the first hit of an entry and then at most once per interval (see
+/// `docs/store.md`): entries are immutable once published, so what was whole stays whole.
+pub fn read_entry(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, StoreError> {
+    let has_metadata = if verify {
+        let metadata_path = entry_dir.join(METADATA);
+        match fs::metadata(&metadata_path) {
+            Ok(_) => true,
+            Err(e) if is_absent(&e) => false,
+            Err(e) => return Err(e).ctx("stat", &metadata_path),
+        }
+    } else {
+        true
     };
     let output_path = entry_dir.join(OUTPUT);
     let mut file = match File::open(&output_path) {
         Ok(file) => file,
         Err(e) if is_absent(&e) => {
-            return Ok(if has_metadata {
+            return Ok(if verify && has_metadata {
                 Hit::Damaged("output.jrs is missing")
             } else {
                 Hit::Miss
@@ -62,7 +68,9 @@ pub fn read_entry(entry_dir: &Path, read_limit: u64) -> Result<Hit, StoreError> 
     } else {
         None
     };
-    refresh_access_time(&file, &stat);
+    if verify {
+        refresh_access_time(&file, &stat);
+    }
     Ok(Hit::Found { size, data })
 }
 
@@ -247,7 +255,7 @@ mod tests {
     fn missing_entry_is_a_miss() {
         let dir = tempfile::tempdir().expect("tempdir");
         let entry = dir.path().join("f").join(KEY);
-        assert_eq!(read_entry(&entry, 1 << 20).expect("read"), Hit::Miss);
+        assert_eq!(read_entry(&entry, 1 << 20, true).expect("read"), Hit::Miss);
     }
 
     #[test]
@@ -255,7 +263,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let entry = dir.path().join("f").join(KEY);
         commit(&entry, b"payload");
-        let hit = read_entry(&entry, 1 << 20).expect("read");
+        let hit = read_entry(&entry, 1 << 20, true).expect("read");
         assert_eq!(
             hit,
             Hit::Found {
@@ -264,7 +272,7 @@ mod tests {
             }
         );
         assert_eq!(
-            read_entry(&entry, 3).expect("read"),
+            read_entry(&entry, 3, true).expect("read"),
             Hit::Found {
                 size: 7,
                 data: None
@@ -283,7 +291,7 @@ mod tests {
         let entry = dir.path().join(KEY);
         commit(&entry, b"old");
         commit(&entry, b"new");
-        let Hit::Found { data, .. } = read_entry(&entry, 100).expect("read") else {
+        let Hit::Found { data, .. } = read_entry(&entry, 100, true).expect("read") else {
             panic!("expected a hit")
         };
         assert_eq!(data.as_deref(), Some(&b"new"[..]));
@@ -295,10 +303,14 @@ mod tests {
         let entry = dir.path().join(KEY);
         commit(&entry, b"x");
         fs::remove_file(entry.join(METADATA)).expect("rm");
-        assert!(matches!(read_entry(&entry, 100), Ok(Hit::Damaged(_))));
+        assert!(matches!(read_entry(&entry, 100, true), Ok(Hit::Damaged(_))));
+        assert!(matches!(
+            read_entry(&entry, 100, false),
+            Ok(Hit::Found { .. })
+        ));
         commit(&entry, b"x");
         fs::remove_file(entry.join(OUTPUT)).expect("rm");
-        assert!(matches!(read_entry(&entry, 100), Ok(Hit::Damaged(_))));
+        assert!(matches!(read_entry(&entry, 100, true), Ok(Hit::Damaged(_))));
     }
 
     #[test]
@@ -330,7 +342,7 @@ mod tests {
             .expect("open")
             .set_times(FileTimes::new().set_accessed(old))
             .expect("set times");
-        read_entry(&entry, 100).expect("read");
+        read_entry(&entry, 100, true).expect("read");
         let atime = fs::metadata(entry.join(OUTPUT))
             .expect("stat")
             .accessed()
@@ -345,7 +357,7 @@ mod tests {
         commit(&entry, b"x");
         fs::write(dir.path().join("keep.txt"), b"k").expect("write");
         remove_entry(&entry).expect("remove");
-        assert_eq!(read_entry(&entry, 10).expect("read"), Hit::Miss);
+        assert_eq!(read_entry(&entry, 10, true).expect("read"), Hit::Miss);
         remove_entry(&entry).expect("absent is fine");
         commit(&entry, b"x");
         clear_dir(dir.path()).expect("clear");

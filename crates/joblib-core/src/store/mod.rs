@@ -9,8 +9,9 @@
 //!      <args hash>.lock                        per-entry flock(2): one computer per key
 //!      .tmp-<args hash>-<pid>-<n>/             staging of an entry not yet committed
 //!
-//!  hit:    stat(metadata.json) ─► open+fstat+read(output.jrs) ─► bytes to the unpickler
-//!            └─ atime older than TOUCH_INTERVAL? futimens(atime = now)   (LRU, no rewrite)
+//!  hit:    open+fstat+read(output.jrs) ─► bytes to the unpickler
+//!            └─ verify (1st hit in a process, then once per TOUCH_INTERVAL):
+//!               stat(metadata.json) (whole entry?) + futimens(atime = now) (LRU, no rewrite)
 //!  miss:   lock(<args>.lock, timeout) ─► re-check hit ─► compute (Python)
 //!            ─► stage: mkdir .tmp-… ─► dump output + metadata ─► fsync files, dir
 //!            ─► rename(.tmp-…, <args hash>) ─► fsync func folder ─► unlock
