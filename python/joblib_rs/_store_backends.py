@@ -380,15 +380,18 @@ def _print_loading(
 
 class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
     """The ``'local'`` store: a folder tree on a local or network file system, run by the
-    Rust store. Options (``backend_options``): ``compress``, ``mmap_mode`` and
+    Rust store. Options (``backend_options``): ``compress``, ``mmap_mode``,
     ``lock_timeout`` (seconds a process waits for another one computing the same entry,
-    default 300; then it computes too)."""
+    default 300; then it computes too) and ``fsync`` (default False: sync each entry to disk
+    before publishing it, so that it also survives a power loss; without it an entry cut
+    short by a power loss fails its checksum and is recomputed)."""
 
     _output_name: str = _core.STORE_OUTPUT
     _open_item = staticmethod(open)
     _item_exists = staticmethod(os.path.exists)
     _move_item = staticmethod(os.replace)
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    fsync: bool = False
 
     def configure(
         self, location: str, verbose: int = 1, backend_options: dict[str, Any] | None = None
@@ -416,6 +419,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             )
         self.mmap_mode = mmap_mode
         self.lock_timeout = float(options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+        self.fsync = bool(options.get("fsync", False))
         self.verbose = verbose
         self._verified_at: dict[str, float] = {}
 
@@ -522,29 +526,34 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         return self.fetch_entry(os.path.join(self.location, *call_id), mmap_mode)
 
     def fetch_entry(self, entry: str, mmap_mode: str | None) -> tuple[bool, Any]:
-        """Load the entry folder ``entry``: ``open``, ``fstat``, one ``read`` (or a load by
-        path for big or memory-mapped outputs). The first hit of an entry in this process,
-        then one per second at most, also checks that the entry is whole and refreshes its
-        access time for LRU. Damage warns with :class:`CacheWarning` and counts as a miss."""
+        """Load the entry folder ``entry``: ``open`` and one ``read`` (or a load by path for
+        big or memory-mapped outputs). The first hit of an entry in this process, then one
+        per second at most, also checks that the entry is whole and refreshes its access time
+        for LRU. Damage warns with :class:`CacheWarning` and counts as a miss."""
         now = time.monotonic()
         verified = self._verified_at.get(entry)
         verify = verified is None or now - verified > _VERIFY_INTERVAL
         try:
-            found = self._read(entry, mmap_mode, verify)
+            data = _core.store_read(entry, _READ_LIMIT if mmap_mode is None else 0, verify)
+            if type(data) is bytes:
+                output = numpy_pickle.load(io.BytesIO(data))
+            elif type(data) is int:
+                path = os.path.join(entry, self._output_name)
+                output = numpy_pickle.load(path, mmap_mode=mmap_mode)
+            else:
+                self._verified_at.pop(entry, None)
+                if data is not None:
+                    _warn_damaged(entry, ValueError(data))
+                return False, None
         except Exception as e:
             self._verified_at.pop(entry, None)
             _warn_damaged(entry, e)
-            return False, None
-        if found is None or isinstance(found, str):
-            self._verified_at.pop(entry, None)
-            if found is not None:
-                _warn_damaged(entry, ValueError(found))
             return False, None
         if verify:
             if len(self._verified_at) >= _MAX_VERIFIED:
                 self._verified_at.clear()
             self._verified_at[entry] = now
-        return True, found[0]
+        return True, output
 
     def lock_item(self, call_id: Any) -> Any:
         """The entry's lock, waited on for at most ``lock_timeout`` seconds (a
@@ -581,12 +590,13 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         metadata = None
         try:
             staging = _core.Staging(entry)
-            numpy_pickle.dump(
-                output, os.path.join(staging.path, self._output_name), compress=self.compress
-            )
+            # A file object, not a path: the staging folder is already private, and syncing
+            # is the commit's decision (``fsync`` option).
+            with open(os.path.join(staging.path, self._output_name), "wb") as f:
+                numpy_pickle.dump(output, f, compress=self.compress)
             metadata = metadata_func()
             staging.write(_core.STORE_METADATA, json.dumps(metadata).encode("utf-8"))
-            staging.commit()
+            staging.commit(self.fsync)
         except PicklingError as e:
             warnings.warn(
                 f"Unable to cache to disk: failed to pickle output. Exception: {e}.",

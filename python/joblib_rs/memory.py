@@ -42,7 +42,6 @@ from joblib_rs._store_backends import (
     FileSystemStoreBackend,
     StoreBackendBase,
 )
-from joblib_rs.hashing import hash as _hash
 
 __all__ = [
     "AsyncMemorizedFunc",
@@ -448,7 +447,16 @@ class MemorizedFunc(Logger):
     # -- public API ----------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._cached_call(args, kwargs, shelving=False)[0]
+        prefix = self._entry_prefix
+        if prefix is None or self._verbose > 1 or self.cache_validation_callback is not None:
+            return self._cached_call(args, kwargs, shelving=False)[0]
+        # The hot path of the local store, with nothing to print or validate on a hit.
+        bound, args_id = self._key(args, kwargs)
+        self._check_code(stacklevel=3)
+        found, output = self.store_backend.fetch_entry(prefix + args_id, self.mmap_mode)
+        if found:
+            return output
+        return self._miss((self.func_id, args_id), args, kwargs, bound, False)[0]
 
     def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:
         """Call wrapped function, cache result and return a reference.
@@ -537,7 +545,7 @@ class MemorizedFunc(Logger):
         if binder is None:
             binder = self._binder = ArgBinder(self.func, self.ignore)
         bound = binder.bind(args, kwargs)
-        return bound, _hash(bound, coerce_mmap=self.mmap_mode is not None)
+        return bound, _core.hash(bound, "xxh3", self.mmap_mode is not None)
 
     def _get_args_id(self, *args: Any, **kwargs: Any) -> str:
         """The hash of the arguments of a call."""
@@ -555,6 +563,18 @@ class MemorizedFunc(Logger):
         found, output = self._lookup(call_id, shelving)
         if found:
             return output, {}
+        return self._miss(call_id, args, kwargs, bound, shelving)
+
+    def _miss(
+        self,
+        call_id: tuple[str, str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        bound: dict[str, Any],
+        shelving: bool,
+    ) -> Any:
+        backend = self.store_backend
+        args_id = call_id[1]
         if self._verbose > 10:
             location = backend.get_cached_func_info([self.func_id])["location"]
             self.warn(

@@ -10,7 +10,7 @@
 //!
 //! Every function releases the GIL around its file-system work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use joblib_core::store::{self, Hit, Limits};
@@ -29,12 +29,13 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 #[pyfunction]
 pub fn store_read(
     py: Python<'_>,
-    entry: PathBuf,
+    entry: &str,
     read_limit: u64,
     verify: bool,
 ) -> PyResult<Py<PyAny>> {
+    let entry = Path::new(entry);
     let hit = py
-        .detach(|| store::read_entry(&entry, read_limit, verify))
+        .detach(|| store::read_entry(entry, read_limit, verify))
         .into_py_result()?;
     Ok(match hit {
         Hit::Miss => py.None(),
@@ -133,14 +134,15 @@ impl Staging {
         py.detach(|| inner.write(name, data)).into_py_result()
     }
 
-    /// Sync and publish the entry, replacing any entry already there.
-    fn commit(&mut self, py: Python<'_>) -> PyResult<()> {
+    /// Publish the entry, replacing any entry already there; `durable` syncs it first.
+    #[pyo3(signature = (durable = false))]
+    fn commit(&mut self, py: Python<'_>, durable: bool) -> PyResult<()> {
         let Some(inner) = self.inner.take() else {
             return Err(PyValueError::new_err(
                 "staging already committed or aborted",
             ));
         };
-        py.detach(|| inner.commit()).into_py_result()
+        py.detach(|| inner.commit(durable)).into_py_result()
     }
 
     /// Remove the staging folder without publishing it.

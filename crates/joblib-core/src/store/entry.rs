@@ -59,6 +59,9 @@ pub fn read_entry(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit
     if !has_metadata {
         return Ok(Hit::Damaged("metadata.json is missing"));
     }
+    if !verify {
+        return read_unverified(file, &output_path, read_limit);
+    }
     let stat = file.metadata().ctx("stat", &output_path)?;
     let size = stat.len();
     let data = if size <= read_limit {
@@ -68,11 +71,45 @@ pub fn read_entry(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit
     } else {
         None
     };
-    if verify {
-        refresh_access_time(&file, &stat);
-    }
+    refresh_access_time(&file, &stat);
     Ok(Hit::Found { size, data })
 }
+
+/// The common hit: one `read` into a buffer of `read_limit + 1` bytes, no `fstat`. A read
+/// shorter than asked means end of file for regular files; were a file system to return a
+/// short read early, the output would look truncated and its checksum would reject it.
+fn read_unverified(mut file: File, path: &Path, read_limit: u64) -> Result<Hit, StoreError> {
+    let cap = usize::try_from(read_limit.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; cap.min(FIRST_READ)];
+    let mut filled = 0;
+    loop {
+        let n = loop {
+            match file.read(&mut buf[filled..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).ctx("read", path),
+            }
+        };
+        filled += n;
+        if n == 0 || filled < buf.len() {
+            break;
+        }
+        if buf.len() >= cap {
+            // Bigger than the limit: the caller loads it by path.
+            let size = file.metadata().ctx("stat", path)?.len();
+            return Ok(Hit::Found { size, data: None });
+        }
+        buf.resize((buf.len() * 4).min(cap), 0);
+    }
+    buf.truncate(filled);
+    Ok(Hit::Found {
+        size: filled as u64,
+        data: Some(buf),
+    })
+}
+
+/// Size of the first read of an unverified hit: most cached outputs are small.
+const FIRST_READ: usize = 16 * 1024;
 
 /// Set the access time of `file` to now if it is older than [`TOUCH_INTERVAL_SECS`].
 fn refresh_access_time(file: &File, stat: &fs::Metadata) {
@@ -138,21 +175,27 @@ impl Staging {
         Ok(())
     }
 
-    /// Publish the entry: sync every file and the folder, then rename it into place. An entry
-    /// already there (a concurrent writer, a damaged entry being replaced) is moved aside and
-    /// removed first, so readers see the old complete entry, nothing, or the new one.
-    pub fn commit(mut self) -> Result<(), StoreError> {
-        for item in fs::read_dir(&self.temp).ctx("list", &self.temp)? {
-            let path = item.ctx("list", &self.temp)?.path();
-            if path.is_file() {
-                File::open(&path)
-                    .and_then(|f| f.sync_data())
-                    .ctx("sync", &path)?;
+    /// Publish the entry by renaming it into place. An entry already there (a concurrent
+    /// writer, a damaged entry being replaced) is moved aside and removed first, so readers
+    /// see the old complete entry, nothing, or the new one.
+    ///
+    /// With `durable`, every file and the folder are synced first, so the entry also survives
+    /// a power loss whole. Without it a power loss may leave the entry's files short; they
+    /// are then detected as damaged by their checksums and recomputed (never loaded wrong).
+    pub fn commit(mut self, durable: bool) -> Result<(), StoreError> {
+        if durable {
+            for item in fs::read_dir(&self.temp).ctx("list", &self.temp)? {
+                let path = item.ctx("list", &self.temp)?.path();
+                if path.is_file() {
+                    File::open(&path)
+                        .and_then(|f| f.sync_data())
+                        .ctx("sync", &path)?;
+                }
             }
+            File::open(&self.temp)
+                .and_then(|d| d.sync_all())
+                .ctx("sync", &self.temp)?;
         }
-        File::open(&self.temp)
-            .and_then(|d| d.sync_all())
-            .ctx("sync", &self.temp)?;
         let mut attempts = 0;
         loop {
             match fs::rename(&self.temp, &self.target) {
@@ -248,7 +291,7 @@ mod tests {
         let staging = Staging::new(entry).expect("stage");
         staging.write(OUTPUT, output).expect("write");
         staging.write(METADATA, b"{}").expect("write");
-        staging.commit().expect("commit");
+        staging.commit(true).expect("commit");
     }
 
     #[test]
@@ -283,6 +326,35 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEY)]);
+    }
+
+    #[test]
+    fn unverified_reads_return_bytes_up_to_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        commit(&entry, &payload);
+        let Hit::Found { size, data } = read_entry(&entry, 1 << 20, false).expect("read") else {
+            panic!("expected a hit")
+        };
+        assert_eq!(size, 100_000);
+        assert_eq!(data.as_deref(), Some(&payload[..]));
+        for limit in [99_999, 16 * 1024, 10] {
+            assert_eq!(
+                read_entry(&entry, limit, false).expect("read"),
+                Hit::Found {
+                    size: 100_000,
+                    data: None
+                }
+            );
+        }
+        assert_eq!(
+            read_entry(&entry, 100_000, false).expect("read"),
+            Hit::Found {
+                size: 100_000,
+                data: Some(payload)
+            }
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //!      <args hash>.lock                        per-entry flock(2): one computer per key
 //!      .tmp-<args hash>-<pid>-<n>/             staging of an entry not yet committed
 //!
-//!  hit:    open+fstat+read(output.jrs) ─► bytes to the unpickler
+//!  hit:    open+read(output.jrs) ─► bytes to the unpickler (bigger than the limit: by path)
 //!            └─ verify (1st hit in a process, then once per TOUCH_INTERVAL):
 //!               stat(metadata.json) (whole entry?) + futimens(atime = now) (LRU, no rewrite)
 //!  miss:   lock(<args>.lock, timeout) ─► re-check hit ─► compute (Python)
-//!            ─► stage: mkdir .tmp-… ─► dump output + metadata ─► fsync files, dir
-//!            ─► rename(.tmp-…, <args hash>) ─► fsync func folder ─► unlock
+//!            ─► stage: mkdir .tmp-… ─► dump output + metadata ─► [durable: fsync files, dir]
+//!            ─► rename(.tmp-…, <args hash>) ─► unlock
 //!  reduce: parallel walk (rayon) ─► ItemInfo{size, atime} ─► LRU selection ─► remove
 //! ```
 //!

@@ -182,7 +182,7 @@ mod tests {
         let staging = Staging::new(entry).expect("stage");
         staging.write(OUTPUT, &vec![7u8; size]).expect("write");
         staging.write(METADATA, b"{}").expect("write");
-        staging.commit().expect("commit");
+        staging.commit(true).expect("commit");
         File::open(entry.join(OUTPUT))
             .expect("open")
             .set_times(FileTimes::new().set_accessed(accessed))
