@@ -937,6 +937,9 @@ class Memory(Logger):
         cachedir: str | os.PathLike[str] | None = None,
     ) -> None:
         Logger.__init__(self)
+        if isinstance(bytes_limit, dict) and backend_options is None:
+            # joblib >= 1.5 dropped bytes_limit: its 6th positional argument is backend_options.
+            bytes_limit, backend_options = None, bytes_limit
         if cachedir is not None:
             if location is not None:
                 raise ValueError(
