@@ -173,7 +173,9 @@ def test_manual_name_collisions_in_one_session(tmp_path, capsys):
     )
     func, func2 = namespace["func"], namespace["func2"]
     func(1)
-    func2(1)
+    with pytest.warns(JobLibCollisionWarning, match="Cannot detect name collisions for "
+                                                    "function 'func'"):
+        func2(1)
     func(1)
     func2(1)
     assert capsys.readouterr().out == "Running a different func(1)\nRunning func(1)\n"
@@ -189,9 +191,13 @@ def test_manual_lambdas(tmp_path, capsys):
     g = memory.cache(lambda: my_print(2))
     f()
     f()
-    with pytest.warns(JobLibCollisionWarning, match="Cannot detect name collisions for "
-                                                    "function '<lambda>"):
+    with pytest.warns(JobLibCollisionWarning) as record:
         g()
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith("Cannot detect name collisions for function '<lambda>")
+               for m in messages)
+    assert any(m.startswith("Possible name collisions between functions '<lambda>'")
+               for m in messages)
     g()
     with pytest.warns(JobLibCollisionWarning):
         f()

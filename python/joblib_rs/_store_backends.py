@@ -423,6 +423,12 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         self.verbose = verbose
         self._verified_at: dict[str, float] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Which entries this process verified means nothing to another process.
+        state = self.__dict__.copy()
+        state["_verified_at"] = {}
+        return state
+
     def create_location(self, location: str) -> None:
         """Create a folder (and its parents)."""
         os.makedirs(location, exist_ok=True)
