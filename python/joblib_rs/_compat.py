@@ -101,6 +101,12 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
                     raise CorruptFileError(f"file is damaged: negative array dimension {s}")
                 count *= s
             nbytes = count * dtype.itemsize
+            left = _bytes_left(self._fh)
+            if left is not None and nbytes > left:
+                raise CorruptFileError(
+                    f"file is truncated or damaged: array of {nbytes} bytes with {left} bytes "
+                    "left in the file"
+                )
             if (
                 self._mmap_mode is not None
                 and getattr(wrapper, "allow_mmap", False)
@@ -149,6 +155,19 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined]
         ):
             array = array.view(subclass)
         return array
+
+
+def _bytes_left(fh: IO[bytes]) -> int | None:
+    """Bytes between the position and the end of a seekable file, else None."""
+    try:
+        if not fh.seekable():
+            return None
+        pos = fh.tell()
+        end = fh.seek(0, 2)
+        fh.seek(pos)
+        return end - pos
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
 def load_joblib_pickle(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import fnmatch
+import gc
 import io
 import os
 import pickle
@@ -41,6 +42,8 @@ _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _OOB_MIN_COMPRESSED = 4096
 
 _CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
+#: Pickles above this size are unpickled with the cyclic garbage collector paused.
+_GC_PAUSE_MIN = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +159,12 @@ SAFE_GLOBALS: tuple[str, ...] = (
 )
 
 
+#: Parts of the file formats themselves (they only rebuild arrays from buffers): always allowed.
+_FORMAT_GLOBALS = frozenset(
+    {"joblib_rs.numpy_pickle._rebuild_array", "joblib.numpy_pickle.NumpyArrayWrapper"}
+)
+
+
 class _Policy:
     def __init__(self, patterns: list[str], spec: Any) -> None:
         self.patterns = patterns
@@ -163,6 +172,8 @@ class _Policy:
 
     def check(self, module: str, name: str) -> None:
         full = f"{module}.{name}"
+        if full in _FORMAT_GLOBALS:
+            return
         for pat in self.patterns:
             if fnmatch.fnmatchcase(full, pat):
                 return
@@ -275,10 +286,12 @@ def dump(
         be seekable; ``gzip.GzipFile`` and friends work). The extensions ``.z``, ``.gz``,
         ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` and ``.zst`` select their codec.
     compress : int from 0 to 9, bool, str or 2-tuple, default=0
-        0 or False: no compression. True or an int level: the default codec (``'zstd'``,
-        level 3 for True). A codec name (``'zlib'``, ``'gzip'``, ``'bz2'``, ``'lzma'``,
-        ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its default level; a
-        ``(name, level)`` tuple sets both.
+        0 or False: no compression. True or an int level 1-9: the default codec,
+        ``'zstd'`` (True means level 3). joblib's 1-9 scale maps onto zstd levels: 1-3 → 1-3,
+        4 → 5, 5 → 7, 6 → 9, 7 → 12, 8 → 15, 9 → 19. A codec name (``'zlib'``, ``'gzip'``,
+        ``'bz2'``, ``'lzma'``, ``'xz'``, ``'lz4'``, ``'zstd'`` or a registered name) uses its
+        default level (zlib/gzip 3, bz2 9, lzma/xz 6, zstd 3); a ``(name, level)`` tuple sets
+        both (zstd accepts its own levels 1-22 there).
     protocol : int, optional
         Pickle protocol; default (and anything >= 5) is 5, which sends numpy buffers out of
         band. Lower protocols store arrays inside the pickle.
@@ -304,13 +317,22 @@ def dump(
             f"{filename!r} (type {type(filename)}) was given."
         )
     method, level = _resolve_compress(compress, filename)
+    # ("zstd", n) and compress="zstd" speak zstd's own levels; True and 1-9 speak joblib's.
+    explicit_zstd = isinstance(compress, tuple)
     compressor = _COMPRESSORS[method]
     native = isinstance(compressor, NativeCompressorWrapper)
     if level == 0:
         codec, codec_level = "none", 0
     elif native:
         codec = method
-        codec_level = _default_level(method) if level is None else level
+        if level is None and compress is True and method == "zstd":
+            codec_level = _ZSTD_FROM_JOBLIB_LEVEL[3]
+        elif level is None:
+            codec_level = _default_level(method)
+        elif method == "zstd" and not explicit_zstd:
+            codec_level = _ZSTD_FROM_JOBLIB_LEVEL[level]
+        else:
+            codec_level = level
     else:
         codec, codec_level = "none", 0
 
@@ -338,6 +360,12 @@ def dump(
         data.release()
         buffers.clear()
     return [filename] if is_filename else None
+
+
+#: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd's 1-19: the low levels
+#: are equal, higher ones spread over zstd's range. (Incompressible chunks are compressed at
+#: zstd level 1 whatever the level: see codec/mod.rs.)
+_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 2, 3: 3, 4: 5, 5: 7, 6: 9, 7: 12, 8: 15, 9: 19}
 
 
 def _default_level(method: str) -> int:
@@ -385,9 +413,19 @@ def _alloc(n: int) -> Any:
 
 
 def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
-    if policy is None:
-        return pickle.loads(data, buffers=buffers)
-    return _RestrictedUnpickler(io.BytesIO(data), policy, buffers=buffers).load()
+    # Unpickling a big pickle allocates many containers and nothing cyclic becomes garbage
+    # meanwhile: pausing the cyclic collector avoids repeated scans of the growing graph.
+    # Small pickles (the common cache hit) leave the collector alone.
+    paused = len(data) > _GC_PAUSE_MIN and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        if policy is None:
+            return pickle.loads(data, buffers=buffers)
+        return _RestrictedUnpickler(io.BytesIO(data), policy, buffers=buffers).load()
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _load_container_frames(
@@ -536,11 +574,26 @@ def load(
             fobj = filename
             name = getattr(fobj, "name", "")
             if mmap_mode is not None:
-                warnings.warn(
-                    f'{fobj!r} is not a raw file, mmap_mode "{mmap_mode}" flag will be ignored.',
-                    stacklevel=2,
-                )
-            data = fobj.read()
+                # As joblib: arrays of file objects are never mapped; it says so unless the
+                # object is a plain file opened with open().
+                if isinstance(fobj, io.BytesIO):
+                    warnings.warn(
+                        "In memory persistence is not compatible with "
+                        f'mmap_mode "{mmap_mode}" flag passed. mmap_mode option will be ignored.',
+                        stacklevel=2,
+                    )
+                elif not isinstance(getattr(fobj, "raw", fobj), io.FileIO):
+                    warnings.warn(
+                        f'"{fobj!r}" is not a raw file, mmap_mode "{mmap_mode}" flag will be '
+                        "ignored.",
+                        stacklevel=2,
+                    )
+            prefix = fobj.read(len(_CONTAINER_MAGIC))
+            if prefix == _CONTAINER_MAGIC:
+                # Streamed into the final buffers; the object is left just after the file.
+                frames = _core.read_fileobj(fobj, prefix, _alloc)
+                return _load_container_frames(frames, None, None, policy)
+            data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
         if not isinstance(filename, str):
             raise ValueError(
@@ -572,4 +625,10 @@ def _load_path(
     frames = _core.read_path(filename, _alloc, skip_buffers=mmap_mode is not None)
     if mmap_mode is not None and any(k == 1 and c != "none" for k, c, *_ in frames):
         _warn_compressed_mmap(mmap_mode, filename)
+    if mmap_mode in ("r+", "w+"):
+        # Writes through the map would invalidate the payload checksums: flag those frames
+        # so later loads skip them (docs/format.md, "mutable frames").
+        mapped = [(off, n) for k, _c, n, off, _v, obj in frames if k == 1 and obj is None]
+        if mapped:
+            _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)

@@ -1,14 +1,15 @@
 //! The one place where core errors become Python exceptions.
 //!
-//! Binding code calls `.into_py_result()` on a core `Result`; which exception class and message
-//! each core error becomes is decided here and nowhere else. The persistence bindings use the
-//! `format_error` / `codec_error` / `io_error` functions at the end.
+//! Binding code calls `.into_py_result()` on a core `Result` (or one of the mapping functions
+//! below); which exception class and message each core error becomes is decided here and
+//! nowhere else.
 
 use std::path::Path;
 
 use joblib_core::codec::CodecError;
 use joblib_core::format::FormatError;
 use joblib_core::hash::HashError;
+use joblib_core::pool::PoolError;
 use joblib_core::store::StoreError;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -49,6 +50,18 @@ impl ToPyErr for StoreError {
                 StoreError::InvalidName(_) => PyValueError::new_err(self.to_string()),
                 StoreError::Io { .. } => PyOSError::new_err(self.to_string()),
             },
+        }
+    }
+}
+
+impl ToPyErr for PoolError {
+    fn to_py_err(&self) -> PyErr {
+        match self {
+            PoolError::Io(_) => PyOSError::new_err(self.to_string()),
+            PoolError::InvalidSize(_) => PyValueError::new_err(self.to_string()),
+            PoolError::Protocol(_) | PoolError::Closed(_) => {
+                PyRuntimeError::new_err(self.to_string())
+            }
         }
     }
 }
@@ -134,4 +147,9 @@ pub fn io_error(err: std::io::Error, path: &Path) -> PyErr {
         }
         None => PyOSError::new_err(format!("{}: {err}", path.display())),
     }
+}
+
+/// A buffer handed to the persistence functions is not C-contiguous.
+pub fn not_contiguous() -> PyErr {
+    PyValueError::new_err("buffers given to dump/load must be C-contiguous")
 }

@@ -45,9 +45,7 @@ impl Region {
 fn contiguous(obj: &Bound<'_, PyAny>) -> PyResult<(PyUntypedBuffer, Region)> {
     let buf = PyUntypedBuffer::get(obj)?;
     if !buf.is_c_contiguous() {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "out-of-band buffers must be contiguous",
-        ));
+        return Err(crate::errors::not_contiguous());
     }
     let region = Region {
         ptr: buf.buf_ptr() as usize,
@@ -314,6 +312,73 @@ pub fn read_bytes(
     finish_read(res, sink, None)
 }
 
+/// `Read` from a Python file object (its `read`), after `prefix` (bytes the caller already
+/// read to detect the format). Each call takes the GIL for one `read` of at most `PIECE`.
+struct PyFileSource {
+    file: Py<PyAny>,
+    prefix: Vec<u8>,
+    at: usize,
+}
+
+impl io::Read for PyFileSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at < self.prefix.len() {
+            let n = buf.len().min(self.prefix.len() - self.at);
+            buf[..n].copy_from_slice(&self.prefix[self.at..self.at + n]);
+            self.at += n;
+            return Ok(n);
+        }
+        let want = buf.len().min(PIECE);
+        Python::attach(|py| -> PyResult<usize> {
+            let data = self.file.bind(py).call_method1("read", (want,))?;
+            if data.is_none() {
+                return Ok(0);
+            }
+            let (held, region) = contiguous(&data)?;
+            let n = region.len.min(want);
+            // SAFETY: `held` keeps the export of `data` alive while it is copied.
+            buf[..n].copy_from_slice(&unsafe { region.slice() }[..n]);
+            drop(held);
+            Ok(n)
+        })
+        .map_err(io::Error::other)
+    }
+}
+
+impl format::Source for PyFileSource {}
+
+/// Read a container from a Python file object (streaming, in place), as [`read_path`];
+/// `prefix` holds the bytes already read from it.
+#[pyfunction]
+#[pyo3(signature = (fileobj, prefix, alloc))]
+pub fn read_fileobj(
+    py: Python<'_>,
+    fileobj: Py<PyAny>,
+    prefix: Vec<u8>,
+    alloc: Py<PyAny>,
+) -> PyResult<Vec<FrameTuple>> {
+    let mut sink = PySink {
+        alloc,
+        skip_buffers: false,
+        objects: Vec::new(),
+        error: None,
+    };
+    let mut source = PyFileSource {
+        file: fileobj,
+        prefix,
+        at: 0,
+    };
+    let res = py.detach(|| format::read_container(&mut source, &mut sink));
+    let res = match res {
+        Err(FormatError::Io(err)) => match err.downcast::<PyErr>() {
+            Ok(pyerr) => return Err(pyerr),
+            Err(err) => Err(FormatError::Io(err)),
+        },
+        other => other,
+    };
+    finish_read(res, sink, None)
+}
+
 /// Decompress a whole-file stream of `codec` (joblib's compressed pickles).
 #[pyfunction]
 pub fn decompress_stream<'py>(
@@ -359,8 +424,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_fileobj, m)?)?;
     m.add_function(wrap_pyfunction!(read_path, m)?)?;
     m.add_function(wrap_pyfunction!(read_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(read_fileobj, m)?)?;
     m.add_function(wrap_pyfunction!(decompress_stream, m)?)?;
     m.add_function(wrap_pyfunction!(compress_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(mark_mutable, m)?)?;
     m.add("CONTAINER_MAGIC", PyBytes::new(m.py(), &format::MAGIC))?;
     m.add("CODECS", codec::Codec::NAMES.to_vec())?;
     m.add(
@@ -368,4 +435,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::errors::corrupt_file_error(m.py())?,
     )?;
     Ok(())
+}
+
+/// Flag the given uncompressed frames `(payload_offset, stored_len)` of the container at
+/// `path` as mutable before they are mapped writable (see `format::mark_mutable`).
+#[pyfunction]
+pub fn mark_mutable(py: Python<'_>, path: PathBuf, frames: Vec<(u64, u64)>) -> PyResult<()> {
+    let res = py.detach(|| {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        format::mark_mutable(&mut file, &frames)
+    });
+    res.map_err(|e| match e {
+        FormatError::Io(err) => io_error(err, &path),
+        other => format_error(other),
+    })
 }

@@ -179,5 +179,48 @@ fn pad_len(len: u64) -> u64 {
     (BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64
 }
 
+/// Bit of the end record's flags byte (offset 24): the payload may be modified in place
+/// (it was memory-mapped writable), so its checksum is no longer enforced.
+pub const END_FLAG_MUTABLE: u8 = 1;
+
+/// Mark uncompressed buffer frames as mutable before they are memory-mapped writable: their
+/// end records get [`END_FLAG_MUTABLE`] (and a new seal), so later loads skip the payload
+/// checksum that writes through the map invalidate. `frames` are `(payload_offset,
+/// stored_len)` pairs as returned by the reader for uncompressed frames.
+pub fn mark_mutable<F: std::io::Read + std::io::Write + std::io::Seek>(
+    file: &mut F,
+    frames: &[(u64, u64)],
+) -> Result<(), FormatError> {
+    use std::io::SeekFrom;
+    for &(payload_offset, stored_len) in frames {
+        let at = payload_offset
+            .checked_add(stored_len)
+            .and_then(|v| v.checked_add(pad_len(stored_len)))
+            .ok_or_else(|| damaged_at("frame length overflows", payload_offset))?;
+        file.seek(SeekFrom::Start(at))?;
+        let mut end = [0u8; BLOCK];
+        file.read_exact(&mut end)?;
+        if end[0..4] != END_MAGIC || !sealed(&end) || le_u64(&end, 8) != stored_len {
+            return Err(damaged_at("frame end record is damaged", at));
+        }
+        if end[24] & END_FLAG_MUTABLE != 0 {
+            continue;
+        }
+        end[24] |= END_FLAG_MUTABLE;
+        seal(&mut end);
+        file.seek(SeekFrom::Start(at))?;
+        file.write_all(&end)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+fn damaged_at(what: &str, offset: u64) -> FormatError {
+    FormatError::Damaged {
+        what: what.to_owned(),
+        offset,
+    }
+}
+
 #[cfg(test)]
 mod tests;

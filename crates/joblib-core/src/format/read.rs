@@ -293,6 +293,7 @@ pub fn read_container<S: Source + ?Sized>(
             return Err(damaged("frame end record does not match its frame", end_at));
         }
         let recorded = le_u64(&end, 16);
+        let verified = verified && end[24] & super::END_FLAG_MUTABLE == 0;
         if verified && recorded != checksum {
             return Err(FormatError::ChecksumMismatch {
                 kind: kind.name(),
@@ -326,13 +327,34 @@ fn read_payload<S: Source + ?Sized>(
                 r.skip(raw_len, "frame payload", offset)?;
                 Ok((raw_len, 0, false))
             }
+            Some(buf) if buf.len() <= PIECE => {
+                r.fill(buf, "frame payload", offset)?;
+                Ok((raw_len, xxhash_rust::xxh3::xxh3_64(buf), true))
+            }
             Some(buf) => {
-                let mut hasher = Xxh3::new();
-                for piece in buf.chunks_mut(PIECE) {
-                    r.fill(piece, "frame payload", offset)?;
-                    hasher.update(piece);
-                }
-                Ok((raw_len, hasher.digest(), true))
+                // Pipeline: piece k is hashed on a helper thread while piece k+1 is read.
+                std::thread::scope(|scope| -> Result<(u64, u64, bool), FormatError> {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
+                    let hashing = scope.spawn(move || {
+                        let mut hasher = Xxh3::new();
+                        for piece in rx {
+                            hasher.update(piece);
+                        }
+                        hasher.digest()
+                    });
+                    for piece in buf.chunks_mut(PIECE) {
+                        r.fill(piece, "frame payload", offset)?;
+                        let piece: &[u8] = piece;
+                        if tx.send(piece).is_err() {
+                            break;
+                        }
+                    }
+                    drop(tx);
+                    let digest = hashing
+                        .join()
+                        .map_err(|_| FormatError::Sink("hashing thread panicked".into()))?;
+                    Ok((raw_len, digest, true))
+                })
             }
         }
     } else {
@@ -342,36 +364,71 @@ fn read_payload<S: Source + ?Sized>(
         let mut outs = dst.map(|b| b.chunks_mut(chunk));
         let mut remaining = n_chunks;
         let mut raw_left = raw_len;
-        while remaining > 0 {
-            let take = remaining.min(BATCH_CHUNKS as u64);
-            let mut batch = Vec::with_capacity(take as usize);
-            for _ in 0..take {
-                let raw = raw_left.min(chunk as u64) as usize;
-                raw_left -= raw as u64;
-                let mut len = [0u8; 4];
-                r.fill(&mut len, "chunk length", offset)?;
-                let n = u32::from_le_bytes(len) as usize;
-                if n > codec::max_stored_len(raw) {
-                    return Err(damaged(
-                        format!("chunk of {n} stored bytes for {raw} raw bytes"),
-                        offset,
-                    ));
+        let head = *head;
+        let verify = outs.is_some();
+        // Pipeline: batch k decodes on the thread pool while batch k+1 is read. Two sets of
+        // chunk buffers alternate between the reader and the decoder (fresh pages fault
+        // slowly, so they are reused rather than reallocated).
+        std::thread::scope(|scope| -> Result<(), FormatError> {
+            type Job<'a> =
+                std::thread::ScopedJoinHandle<'a, (Vec<Vec<u8>>, Result<(), FormatError>)>;
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let mut job: Option<Job<'_>> = None;
+            while remaining > 0 {
+                let take = remaining.min(BATCH_CHUNKS as u64) as usize;
+                let mut batch = std::mem::take(&mut spare);
+                for i in 0..take {
+                    let raw = raw_left.min(chunk as u64) as usize;
+                    raw_left -= raw as u64;
+                    let mut len = [0u8; 4];
+                    r.fill(&mut len, "chunk length", offset)?;
+                    let n = u32::from_le_bytes(len) as usize;
+                    if n > codec::max_stored_len(raw) {
+                        return Err(damaged(
+                            format!("chunk of {n} stored bytes for {raw} raw bytes"),
+                            offset,
+                        ));
+                    }
+                    r.fits(n as u64, "chunk", offset)?;
+                    if batch.len() <= i {
+                        batch.push(Vec::new());
+                    }
+                    let data = &mut batch[i];
+                    data.clear();
+                    data.resize(n, 0);
+                    r.fill(data, "chunk", offset)?;
+                    hasher.update(&len);
+                    hasher.update(data);
+                    stored_len += 4 + n as u64;
                 }
-                r.fits(n as u64, "chunk", offset)?;
-                let mut data = vec![0u8; n];
-                r.fill(&mut data, "chunk", offset)?;
-                hasher.update(&len);
-                hasher.update(&data);
-                stored_len += 4 + n as u64;
-                batch.push(data);
+                if let Some(j) = job.take() {
+                    let (buffers, res) = j
+                        .join()
+                        .map_err(|_| FormatError::Sink("decoder thread panicked".into()))?;
+                    res?;
+                    spare = buffers;
+                }
+                match outs.as_mut() {
+                    Some(outs) => {
+                        let slices: Vec<&mut [u8]> = outs.by_ref().take(take).collect();
+                        job = Some(scope.spawn(move || {
+                            let res = decode_batch(&head, offset, &batch[..take], slices);
+                            (batch, res)
+                        }));
+                    }
+                    None => spare = batch,
+                }
+                remaining -= take as u64;
             }
-            if let Some(outs) = outs.as_mut() {
-                let slices: Vec<&mut [u8]> = outs.by_ref().take(batch.len()).collect();
-                decode_batch(head, offset, &batch, slices)?;
+            if let Some(j) = job.take() {
+                let (_, res) = j
+                    .join()
+                    .map_err(|_| FormatError::Sink("decoder thread panicked".into()))?;
+                res?;
             }
-            remaining -= take;
-        }
-        Ok((stored_len, hasher.digest(), outs.is_some()))
+            Ok(())
+        })?;
+        Ok((stored_len, hasher.digest(), verify))
     }
 }
 

@@ -15,7 +15,7 @@ struct VecSink {
 impl VecSink {
     fn new() -> Self {
         Self {
-            cap: 1 << 24,
+            cap: 1 << 27,
             frames: Vec::new(),
             skip_buffers: false,
         }
@@ -333,4 +333,84 @@ fn trailing_bytes_after_footer_in_a_file_are_rejected() {
     let mut bytes = encode(&[&a, &b], &p, Codec::None, 0, 0);
     bytes.extend_from_slice(b"junk");
     assert!(decode(&bytes).is_err());
+}
+
+#[test]
+fn mutable_frames_skip_their_checksum_only() {
+    let (a, b, p) = sample_buffers();
+    let bytes = encode(&[&a, &b], &p, Codec::None, 0, 0);
+    let (infos, _) = decode(&bytes).unwrap();
+    let mut cur = Cursor::new(bytes.clone());
+    let pairs: Vec<(u64, u64)> = infos[..1]
+        .iter()
+        .map(|f| (f.head.payload_offset, f.stored_len))
+        .collect();
+    mark_mutable(&mut cur, &pairs).unwrap();
+    let mut marked = cur.into_inner();
+    // Write "through the map" into buffer 0: still loads, unverified.
+    let at = infos[0].head.payload_offset as usize;
+    marked[at] ^= 0xFF;
+    let (infos2, sink) = decode(&marked).unwrap();
+    assert!(!infos2[0].verified && infos2[1].verified);
+    assert_eq!(sink.frames[0].1[0], a[0] ^ 0xFF);
+    // Buffer 1 is still protected.
+    let at1 = infos[1].head.payload_offset as usize;
+    marked[at1] ^= 1;
+    assert!(matches!(
+        decode(&marked).unwrap_err(),
+        FormatError::ChecksumMismatch { index: 1, .. }
+    ));
+}
+
+#[test]
+fn payloads_larger_than_a_read_piece_round_trip_and_are_checked() {
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    let p = b"pickle".to_vec();
+    let bytes = encode(&[&big], &p, Codec::None, 0, 0);
+    let (infos, sink) = decode(&bytes).unwrap();
+    assert!(infos[0].verified);
+    assert!(sink.frames[0].1 == big);
+    let mut bad = bytes.clone();
+    bad[128 + (35 << 20)] ^= 4;
+    assert!(matches!(
+        decode(&bad).unwrap_err(),
+        FormatError::ChecksumMismatch { index: 0, .. }
+    ));
+    let mut short = bytes;
+    short.truncate(128 + (20 << 20));
+    assert!(matches!(
+        decode(&short).unwrap_err(),
+        FormatError::Truncated { .. }
+    ));
+}
+
+/// A source that only implements `Read`: no seeking, no known length (a pipe).
+struct Pipe(Cursor<Vec<u8>>);
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Short reads, as pipes do.
+        let n = buf.len().min(1000);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+impl Source for Pipe {}
+
+#[test]
+fn non_seekable_sources_read_and_skip() {
+    let (a, b, p) = sample_buffers();
+    for codec in [Codec::None, Codec::Zstd] {
+        let bytes = encode(&[&a, &b], &p, codec, codec.default_level(), 700);
+        let mut sink = VecSink::new();
+        read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut sink).unwrap();
+        assert_eq!(sink.frames[0].1, a);
+        assert_eq!(sink.frames[2].1, p);
+        let mut skipping = VecSink::new();
+        skipping.skip_buffers = true;
+        let infos = read_container(&mut Pipe(Cursor::new(bytes.clone())), &mut skipping).unwrap();
+        assert_eq!(infos[0].verified, codec != Codec::None);
+        let cut = bytes[..bytes.len() - 70].to_vec();
+        assert!(read_container(&mut Pipe(Cursor::new(cut)), &mut VecSink::new()).is_err());
+    }
 }

@@ -90,6 +90,27 @@ fn end_record(index: u32, stored_len: u64, checksum: u64) -> [u8; BLOCK] {
     e
 }
 
+fn put_chunks<W: Write>(
+    out: &mut Counting<W>,
+    hasher: &mut Xxh3,
+    stored: Vec<Vec<u8>>,
+) -> Result<(), FormatError> {
+    for s in stored {
+        let len = u32::try_from(s.len()).map_err(|_| {
+            FormatError::Sink(format!(
+                "compressed chunk of {} bytes is too large",
+                s.len()
+            ))
+        })?;
+        let len = len.to_le_bytes();
+        hasher.update(&len);
+        hasher.update(&s);
+        out.put(&len)?;
+        out.put(&s)?;
+    }
+    Ok(())
+}
+
 fn write_frame<W: Write>(
     out: &mut Counting<W>,
     index: u32,
@@ -120,23 +141,26 @@ fn write_frame<W: Write>(
             out.put(piece)?;
         }
     } else {
-        for batch in data.chunks(chunk * BATCH_CHUNKS) {
-            let stored = codec::compress_chunks(codec, opts.level, batch, chunk)
-                .map_err(FormatError::Options)?;
-            for s in stored {
-                let len = u32::try_from(s.len()).map_err(|_| {
-                    FormatError::Sink(format!(
-                        "compressed chunk of {} bytes is too large",
-                        s.len()
-                    ))
-                })?;
-                let len = len.to_le_bytes();
-                hasher.update(&len);
-                hasher.update(&s);
-                out.put(&len)?;
-                out.put(&s)?;
+        // Pipeline: batch k+1 compresses on the thread pool while batch k is written.
+        let level = opts.level;
+        std::thread::scope(|scope| -> Result<(), FormatError> {
+            let mut pending: Option<Vec<Vec<u8>>> = None;
+            for batch in data.chunks(chunk * BATCH_CHUNKS) {
+                let job = scope.spawn(move || codec::compress_chunks(codec, level, batch, chunk));
+                if let Some(done) = pending.take() {
+                    put_chunks(out, &mut hasher, done)?;
+                }
+                let stored = job
+                    .join()
+                    .map_err(|_| FormatError::Sink("compression thread panicked".into()))?
+                    .map_err(FormatError::Options)?;
+                pending = Some(stored);
             }
-        }
+            if let Some(done) = pending {
+                put_chunks(out, &mut hasher, done)?;
+            }
+            Ok(())
+        })?;
     }
     let stored_len = out.pos - start;
     let pad = pad_len(stored_len) as usize;
@@ -226,6 +250,70 @@ pub fn write_container<W: Write>(
     Ok(out.pos)
 }
 
+/// Bytes written between two background `fdatasync`s.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// A file writer that starts flushing to disk in a background thread every [`SYNC_EVERY`]
+/// bytes, so the final fsync of a big file waits for the tail only (writeback overlaps the
+/// writing instead of following it).
+struct SyncingWriter {
+    file: File,
+    since_sync: u64,
+    syncer: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl SyncingWriter {
+    fn new(file: File) -> Self {
+        Self {
+            file,
+            since_sync: 0,
+            syncer: None,
+        }
+    }
+
+    fn kick(&mut self) -> io::Result<()> {
+        if let Some(h) = &self.syncer
+            && !h.is_finished()
+        {
+            return Ok(()); // the previous flush is still running: let it catch up
+        }
+        if let Some(h) = self.syncer.take() {
+            h.join()
+                .map_err(|_| io::Error::other("background fsync thread panicked"))??;
+        }
+        let clone = self.file.try_clone()?;
+        self.syncer = std::thread::Builder::new()
+            .name("joblib-rs-fsync".into())
+            .spawn(move || clone.sync_data())
+            .ok();
+        self.since_sync = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<File> {
+        if let Some(h) = self.syncer.take() {
+            h.join()
+                .map_err(|_| io::Error::other("background fsync thread panicked"))??;
+        }
+        Ok(self.file)
+    }
+}
+
+impl Write for SyncingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.since_sync += n as u64;
+        if self.since_sync >= SYNC_EVERY {
+            self.kick()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Removes the temporary file unless disarmed.
@@ -268,11 +356,12 @@ pub fn write_file_atomic(
     let tmp = dir.join(tmp_name);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file));
     let n = write_container(&mut w, buffers, pickle, opts)?;
-    let file = w
+    let syncing = w
         .into_inner()
         .map_err(|e| FormatError::Io(e.into_error()))?;
+    let file = syncing.finish()?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path)?;

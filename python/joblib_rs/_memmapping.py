@@ -1,0 +1,280 @@
+"""Large numpy arrays to and from the process pool through shared memory.
+
+::
+
+    parent                                   temp folder (/dev/shm/...)           worker
+    ──────                                   ──────────────────────────           ──────
+    argument >= max_nbytes ── tofile ──────► arg-<id>.dat (once per call) ──► np.memmap(mmap_mode)
+    np.memmap argument ─────────── reference only (file, offset, strides) ──► np.memmap
+    result array ◄── mmap + unlink ◄──────── res-<pid>-<n>.dat ◄── tofile ── result >= max_nbytes
+
+Arguments above ``max_nbytes`` are written once per call into a temporary folder (on
+``/dev/shm`` when it has room) and reach the workers as ``np.memmap`` opened with ``mmap_mode``;
+arrays already backed by a memory-mapped file travel as a reference. Results above the
+threshold are written by the worker into the same folder and mapped by the parent (copy on
+write: the caller gets a writable array, the file is unlinked at once), so a big result never
+crosses the pipe. The folder is removed when the call ends, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import itertools
+import mmap
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["MemmappingContext", "resolve_temp_folder"]
+
+#: /dev/shm is used only when it has at least this much room, as joblib does.
+SHM_MIN_FREE = 2_000_000_000
+SHM_PATH = "/dev/shm"
+
+_live_contexts: set[MemmappingContext] = set()
+_live_lock = threading.Lock()
+
+
+def resolve_temp_folder(temp_folder: str | None) -> str:
+    """The base folder for memory-mapped data, by joblib's rules.
+
+    ``temp_folder`` if given, else ``$JOBLIB_TEMP_FOLDER``, else ``/dev/shm`` when it exists,
+    is writable and has room, else the system's temporary folder.
+    """
+    if temp_folder:
+        return os.path.abspath(os.path.expanduser(temp_folder))
+    env = os.environ.get("JOBLIB_TEMP_FOLDER")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    if os.path.isdir(SHM_PATH) and os.access(SHM_PATH, os.W_OK):
+        try:
+            stats = os.statvfs(SHM_PATH)
+            if stats.f_bavail * stats.f_frsize >= SHM_MIN_FREE:
+                return SHM_PATH
+        except OSError:
+            pass
+    return tempfile.gettempdir()
+
+
+def _numpy() -> Any:
+    return sys.modules.get("numpy")
+
+
+def _backing_memmap(array: Any) -> Any:
+    """The ``np.memmap`` whose file holds ``array``'s memory, or None."""
+    np = _numpy()
+    current = array
+    while current is not None:
+        if isinstance(current, np.memmap) and getattr(current, "_mmap", None) is not None:
+            return current
+        current = getattr(current, "base", None)
+    return None
+
+
+def _dtype_spec(dtype: Any) -> Any:
+    # Structured dtypes need their full description; others their short string.
+    return dtype.descr if dtype.fields else dtype.str
+
+
+def _address(array: Any) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _write_array(array: Any, path: str) -> str:
+    """Writes the array's bytes to ``path``; returns the order they are in ('C' or 'F').
+
+    A Fortran-ordered array is written as is (no transposing copy); anything else in C order
+    (``tofile`` gathers strided arrays)."""
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        array.T.tofile(path)
+        return "F"
+    array.tofile(path)
+    return "C"
+
+
+def open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple,
+                strides: tuple | None, order: str) -> Any:
+    """Rebuilds an array argument as an ``np.memmap`` in the worker."""
+    np = __import__("numpy")
+    if strides is None:
+        return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape,
+                         order=order)
+    # A strided view: map the bytes it spans, then lay the view over them.
+    dtype = np.dtype(dtype)
+    low = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s < 0)
+    high = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s > 0)
+    span = high - low + dtype.itemsize
+    raw = np.memmap(filename, dtype=np.uint8, mode=mode, offset=offset + low, shape=(span,))
+    view = np.ndarray(shape, dtype=dtype, buffer=raw, offset=-low, strides=strides)
+    return view.view(np.memmap)
+
+
+def attach_result(filename: str, dtype: Any, shape: tuple, order: str) -> Any:
+    """Maps a result array written by a worker; the file is unlinked at once."""
+    np = __import__("numpy")
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        if nbytes == 0:
+            return np.empty(shape, dtype=dtype, order=order)
+        with open(filename, "rb") as f:
+            buffer = mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_COPY)
+        return np.ndarray(shape, dtype=dtype, buffer=buffer, order=order)
+    finally:
+        try:
+            os.unlink(filename)
+        except OSError:
+            pass
+
+
+class MemmappingContext:
+    """Shared-memory transport of large arrays for one ``Parallel`` call.
+
+    Parameters
+    ----------
+    temp_folder : str or None
+        Base folder (see :func:`resolve_temp_folder`).
+    max_nbytes : int or None
+        Arrays of at least this many bytes go through shared memory; None disables it for
+        arguments (arrays already backed by a file still travel as references).
+    mmap_mode : {'r+', 'r', 'w+', 'c'}
+        Mode in which workers open the arguments written by the parent.
+    """
+
+    def __init__(self, temp_folder: str | None, max_nbytes: int | None,
+                 mmap_mode: str | None) -> None:
+        self.max_nbytes = max_nbytes
+        self.mmap_mode = mmap_mode or "r"
+        base = resolve_temp_folder(temp_folder)
+        self.folder = os.path.join(base, f"joblib_rs_memmapping_{os.getpid()}_{uuid.uuid4().hex}")
+        self._written: dict[int, tuple[Any, tuple]] = {}
+        self._lock = threading.Lock()
+        with _live_lock:
+            _live_contexts.add(self)
+
+    # ----------------------------------------------------------------- parent: arguments
+    def reduce_array(self, array: Any) -> Any:
+        """A pickle reduction for ``array``, or NotImplemented to pickle it normally."""
+        np = _numpy()
+        if type(array) not in (np.ndarray, np.memmap) or array.dtype.hasobject:
+            return NotImplemented
+        backing = _backing_memmap(array)
+        if backing is not None:
+            return self._reference(array, backing)
+        if self.max_nbytes is None or array.nbytes < self.max_nbytes:
+            return NotImplemented
+        with self._lock:
+            known = self._written.get(id(array))
+            if known is None:
+                known = (array, self._dump(array))
+                self._written[id(array)] = known
+        return open_memmap, known[1]
+
+    def _reference(self, array: Any, backing: Any) -> Any:
+        mode = {"w+": "r+", "r+": "r+", "readwrite": "r+", "write": "r+"}.get(
+            backing.mode, backing.mode)
+        # File offset of the array's first byte: where numpy's mapping starts in the file
+        # (the requested offset rounded down to the allocation granularity), plus the
+        # distance from the mapping's start to the data.
+        np = _numpy()
+        map_start = backing.offset - backing.offset % mmap.ALLOCATIONGRANULARITY
+        map_address = _address(np.frombuffer(backing._mmap, dtype=np.uint8))
+        offset = map_start + (_address(array) - map_address)
+        spec = _dtype_spec(array.dtype)
+        if array.flags.c_contiguous:
+            return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "C")
+        if array.flags.f_contiguous:
+            return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "F")
+        return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides,
+                             "C")
+
+    def _dump(self, array: Any) -> tuple:
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"arg-{len(self._written)}-{uuid.uuid4().hex}.dat")
+        order = _write_array(array, path)
+        # 'w+' would truncate the file in the worker: it means read-write access there.
+        mode = "r+" if self.mmap_mode == "w+" else self.mmap_mode
+        return (path, _dtype_spec(array.dtype), mode, 0, array.shape, None, order)
+
+    # ------------------------------------------------------------------------ both sides
+    def wrap(self, task: Any) -> Any:
+        """The task to send: runs ``task`` and returns its result with big arrays shared."""
+        if self.max_nbytes is None or _numpy() is None:
+            return task
+        return SharedResultTask(task, self.folder, self.max_nbytes)
+
+    def cleanup(self) -> None:
+        """Removes every file of this call."""
+        with self._lock:
+            self._written.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with _live_lock:
+            _live_contexts.discard(self)
+
+
+class SharedResultTask:
+    """Runs in a worker: calls the batch and marks its result for shared-memory return."""
+
+    __slots__ = ("folder", "max_nbytes", "task")
+
+    def __init__(self, task: Any, folder: str, max_nbytes: int) -> None:
+        self.task = task
+        self.folder = folder
+        self.max_nbytes = max_nbytes
+
+    def __call__(self) -> Any:
+        return SharedResult(self.task(), self.folder, self.max_nbytes)
+
+
+_result_counter = itertools.count()
+
+
+class _ResultPickler(cloudpickle.Pickler):
+    def __init__(self, file: io.BytesIO, folder: str, max_nbytes: int) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._folder = folder
+        self._max_nbytes = max_nbytes
+        self._ndarray = _numpy().ndarray if _numpy() is not None else None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (self._ndarray is not None and type(obj) is self._ndarray
+                and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
+            os.makedirs(self._folder, exist_ok=True)
+            path = os.path.join(self._folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
+            order = _write_array(obj, path)
+            return attach_result, (path, _dtype_spec(obj.dtype), obj.shape, order)
+        return super().reducer_override(obj)
+
+
+class SharedResult:
+    """A task's result whose large arrays are pickled as files in the call's folder."""
+
+    __slots__ = ("folder", "max_nbytes", "value")
+
+    def __init__(self, value: Any, folder: str, max_nbytes: int) -> None:
+        self.value = value
+        self.folder = folder
+        self.max_nbytes = max_nbytes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        buffer = io.BytesIO()
+        _ResultPickler(buffer, self.folder, self.max_nbytes).dump(self.value)
+        return pickle.loads, (buffer.getvalue(),)
+
+
+def _cleanup_all() -> None:
+    with _live_lock:
+        contexts = list(_live_contexts)
+    for context in contexts:
+        context.cleanup()
+
+
+atexit.register(_cleanup_all)

@@ -1,0 +1,86 @@
+"""Progress bar for ``Parallel(progress=True)``: tqdm when installed, a plain one otherwise.
+
+Updated by ``Parallel`` each time a batch completes; the total may be unknown until the task
+iterator is exhausted (a generator), in which case it is filled in later.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["make_progress_bar"]
+
+
+class PlainProgressBar:
+    """A one-line bar redrawn with ``\\r`` on a text stream (stderr by default)."""
+
+    WIDTH = 30
+    # Redraw at most this often, except for the final state.
+    MIN_INTERVAL = 0.1
+
+    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.n = 0
+        self._stream = stream if stream is not None else sys.stderr
+        self._start = time.monotonic()
+        self._last_draw = 0.0
+        self._closed = False
+
+    def set_total(self, total: int) -> None:
+        """Fix the total once it is known."""
+        self.total = total
+
+    def update_to(self, n: int) -> None:
+        """Show ``n`` completed tasks."""
+        self.n = n
+        now = time.monotonic()
+        if now - self._last_draw >= self.MIN_INTERVAL or n == self.total:
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = now - self._start
+        self._last_draw = now
+        if self.total:
+            filled = int(self.WIDTH * min(self.n, self.total) / self.total)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            text = f"\r[{bar}] {self.n}/{self.total} tasks | {elapsed:.1f}s"
+        else:
+            text = f"\r{self.n} tasks | {elapsed:.1f}s"
+        self._stream.write(text)
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Draw the final state and end the line."""
+        if self._closed:
+            return
+        self._closed = True
+        self._draw(time.monotonic())
+        self._stream.write("\n")
+        self._stream.flush()
+
+
+class _TqdmProgressBar:
+    def __init__(self, total: int | None) -> None:
+        import tqdm
+
+        self._bar = tqdm.tqdm(total=total, unit="tasks")
+
+    def set_total(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
+
+    def update_to(self, n: int) -> None:
+        self._bar.update(n - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def make_progress_bar(total: int | None) -> Any:
+    """A tqdm bar when tqdm can be imported, else a :class:`PlainProgressBar`."""
+    try:
+        return _TqdmProgressBar(total)
+    except ImportError:
+        return PlainProgressBar(total)

@@ -1,0 +1,108 @@
+"""A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``.
+
+The Rust pool starts this module with its socket on file descriptor 3 and speaks
+length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's settings, then TASK
+frames holding cloudpickled callables. Each task is answered by a DONE frame (the pickled
+return value) or a FAILED frame (the pickled exception and its formatted traceback). The worker
+exits when its socket closes or on a SHUTDOWN frame; Linux's parent-death signal ends it if
+the parent dies mid-task.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import BinaryIO
+
+WORKER_FD = 3
+HEADER = struct.Struct("<QBQ")  # length of the rest, kind, task id
+INIT, TASK, SHUTDOWN = 1, 2, 3
+READY, DONE, FAILED = 10, 11, 12
+
+
+def _read_frame(stream: BinaryIO) -> tuple[int, int, bytes] | None:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    length, kind, task_id = HEADER.unpack(header)
+    payload = stream.read(length - 9)
+    if len(payload) != length - 9:
+        return None
+    return kind, task_id, payload
+
+
+def _send(sock: socket.socket, kind: int, task_id: int, payload: bytes = b"") -> None:
+    sock.sendall(HEADER.pack(9 + len(payload), kind, task_id))
+    if payload:
+        sock.sendall(payload)
+
+
+def _dumps(obj: object) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _failure_payload(exc: BaseException) -> bytes:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        return _dumps((exc, text))
+    except Exception:
+        # The exception itself cannot travel: send its type and message instead.
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return _dumps((RuntimeError(f"{name}: {exc} (the original exception could not be "
+                                    "pickled)"), text))
+
+
+def _apply_init(settings: dict) -> None:
+    sys.path[:] = settings.get("sys_path", sys.path)
+    initializer = settings.get("initializer")
+    if initializer is not None:
+        func, args = pickle.loads(initializer)
+        func(*args)
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Tells joblib-rs code running here that it is inside a worker (no nested process pools).
+    os.environ["JOBLIB_RS_WORKER"] = "1"
+    sock = socket.socket(fileno=WORKER_FD)
+    stream = sock.makefile("rb", buffering=1 << 16)
+    first = _read_frame(stream)
+    if first is None or first[0] != INIT:
+        return
+    _apply_init(pickle.loads(first[2]))
+    _send(sock, READY, 0, str(os.getpid()).encode())
+    while True:
+        frame = _read_frame(stream)
+        if frame is None or frame[0] != TASK:
+            return
+        _, task_id, payload = frame
+        try:
+            result = pickle.loads(payload)()
+        except BaseException as exc:  # every failure goes back to the parent
+            reply_kind, reply = FAILED, _failure_payload(exc)
+        else:
+            try:
+                reply_kind, reply = DONE, _dumps(result)
+            except BaseException as exc:
+                error = pickle.PicklingError(
+                    f"Could not pickle the result of the task ({type(result).__qualname__}): "
+                    f"{exc}")
+                error.__cause__ = exc
+                reply_kind, reply = FAILED, _failure_payload(error)
+            del result
+        try:
+            _send(sock, reply_kind, task_id, reply)
+        except OSError:
+            return  # the parent is gone
+
+
+if __name__ == "__main__":
+    main()
