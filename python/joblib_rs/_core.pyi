@@ -78,5 +78,6 @@ def store_reduce_size(
     bytes_limit: int | None = None,
     items_limit: int | None = None,
     age_limit: float | None = None,
+    stale_age: float = 3600.0,
 ) -> list[tuple[str, int, float]]: ...
 def store_sweep(root: str, older_than: float) -> int: ...

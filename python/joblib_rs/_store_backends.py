@@ -467,12 +467,12 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             None if bytes_limit is None else max(0, int(bytes_limit)),
             None if items_limit is None else max(0, int(items_limit)),
             None if age_limit is None else age_limit.total_seconds(),
+            _STALE_TEMP_AGE,
         )
         if self.verbose > 10:
             for path, size, atime in removed:
                 item = CacheItemInfo(path, size, datetime.datetime.fromtimestamp(atime))
                 print(f"Deleting item {item}")
-        _core.store_sweep(self.location, _STALE_TEMP_AGE)
 
     def store_cached_func_code(self, call_id: Any, func_code: str | None = None) -> None:
         """Create the function's folder and store its code atomically (another process never

@@ -191,14 +191,16 @@ pub fn store_scan(py: Python<'_>, root: PathBuf) -> Vec<(String, u64, f64)> {
 
 /// Remove least recently used entries under `root` until it fits the limits (`None`:
 /// unlimited; `age_limit` in seconds); returns the removed entries as `store_scan` does.
+/// Staging and trash leftovers older than `stale_age` seconds are removed in the same walk.
 #[pyfunction]
-#[pyo3(signature = (root, bytes_limit=None, items_limit=None, age_limit=None))]
+#[pyo3(signature = (root, bytes_limit=None, items_limit=None, age_limit=None, stale_age=3600.0))]
 pub fn store_reduce_size(
     py: Python<'_>,
     root: PathBuf,
     bytes_limit: Option<u64>,
     items_limit: Option<u64>,
     age_limit: Option<f64>,
+    stale_age: f64,
 ) -> PyResult<Vec<(String, u64, f64)>> {
     let age = match age_limit {
         Some(secs) if !secs.is_finite() || secs < 0.0 => {
@@ -209,13 +211,18 @@ pub fn store_reduce_size(
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => None,
     };
+    let stale = Duration::from_secs_f64(if stale_age.is_finite() {
+        stale_age.max(0.0)
+    } else {
+        0.0
+    });
     let limits = Limits {
         bytes: bytes_limit,
         items: items_limit,
         age,
     };
     Ok(py
-        .detach(|| store::reduce_size(&root, limits))
+        .detach(|| store::reduce_size(&root, limits, stale))
         .into_iter()
         .map(item_tuple)
         .collect())

@@ -46,42 +46,73 @@ pub fn scan_items(root: &Path) -> Vec<ItemInfo> {
 }
 
 fn scan_dir(dir: &Path) -> Vec<ItemInfo> {
-    let Ok(listing) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let subdirs: Vec<(PathBuf, bool)> = listing
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            (!name.starts_with('.')).then(|| (e.path(), is_entry_name(name)))
-        })
-        .collect();
-    subdirs
-        .into_par_iter()
-        .flat_map_iter(|(path, is_entry)| {
-            if is_entry {
-                entry_info(&path).into_iter().collect::<Vec<_>>()
-            } else {
-                scan_dir(&path)
-            }
-        })
-        .collect()
+    walk(dir, None).0
 }
 
-fn entry_info(dir: &Path) -> Option<ItemInfo> {
-    let mut size = 0;
-    for item in fs::read_dir(dir).ok()? {
-        let meta = item.ok()?.metadata().ok()?;
-        if meta.is_file() {
-            size += meta.len();
+/// Entries under `dir`, plus (with `stale`: `(now, age)`) the staging and trash leftovers
+/// older than `age`, in one parallel walk.
+fn walk(dir: &Path, stale: Option<(SystemTime, Duration)>) -> (Vec<ItemInfo>, Vec<PathBuf>) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut subdirs = Vec::new();
+    let mut leftovers = Vec::new();
+    for item in listing.filter_map(Result::ok) {
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+            if let Some((now, age)) = stale
+                && is_older(&item, now, age)
+            {
+                leftovers.push(item.path());
+            }
+        } else if !name.starts_with('.') && item.file_type().is_ok_and(|t| t.is_dir()) {
+            subdirs.push((item.path(), is_entry_name(name)));
         }
     }
-    let last_access = fs::metadata(dir.join(OUTPUT))
-        .or_else(|_| fs::metadata(dir))
-        .and_then(|m| m.accessed())
-        .ok()?;
+    let (items, mut found): (Vec<Vec<ItemInfo>>, Vec<Vec<PathBuf>>) = subdirs
+        .into_par_iter()
+        .map(|(path, is_entry)| {
+            if is_entry {
+                (entry_info(&path).into_iter().collect(), Vec::new())
+            } else {
+                walk(&path, stale)
+            }
+        })
+        .unzip();
+    found.push(leftovers);
+    (
+        items.into_iter().flatten().collect(),
+        found.into_iter().flatten().collect(),
+    )
+}
+
+fn is_older(item: &fs::DirEntry, now: SystemTime, age: Duration) -> bool {
+    item.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|a| a >= age)
+}
+
+/// Size and last access of one entry: one listing and one `stat` per file.
+fn entry_info(dir: &Path) -> Option<ItemInfo> {
+    let mut size = 0;
+    let mut output_atime = None;
+    for item in fs::read_dir(dir).ok()? {
+        let item = item.ok()?;
+        let meta = item.metadata().ok()?;
+        if meta.is_file() {
+            size += meta.len();
+            if item.file_name() == OUTPUT {
+                output_atime = meta.accessed().ok();
+            }
+        }
+    }
+    let last_access = match output_atime {
+        Some(atime) => atime,
+        None => fs::metadata(dir).and_then(|m| m.accessed()).ok()?,
+    };
     Some(ItemInfo {
         path: dir.to_path_buf(),
         size,
@@ -117,12 +148,17 @@ pub fn select_for_deletion(
     selected
 }
 
-/// Remove the entries selected by [`select_for_deletion`] (in parallel) and return them.
-/// Entries another process removed meanwhile count as removed.
-pub fn reduce_size(root: &Path, limits: Limits) -> Vec<ItemInfo> {
-    let selected = select_for_deletion(scan_items(root), limits, SystemTime::now());
+/// Remove the entries selected by [`select_for_deletion`] (in parallel) and return them,
+/// with staging and trash leftovers older than `stale_age` (left by killed processes) found in
+/// the same walk. Entries another process removed meanwhile count as removed.
+pub fn reduce_size(root: &Path, limits: Limits, stale_age: Duration) -> Vec<ItemInfo> {
+    let now = SystemTime::now();
     in_pool(|| {
-        selected
+        let (items, leftovers) = walk(root, Some((now, stale_age)));
+        leftovers.into_par_iter().for_each(|path| {
+            remove_leftover(&path);
+        });
+        select_for_deletion(items, limits, now)
             .into_par_iter()
             .filter(|item| remove_entry(&item.path).is_ok())
             .collect()
@@ -132,40 +168,21 @@ pub fn reduce_size(root: &Path, limits: Limits) -> Vec<ItemInfo> {
 /// Remove staging and trash leftovers older than `older_than` (left by killed processes)
 /// anywhere under `root`; returns how many were removed.
 pub fn remove_stale_temps(root: &Path, older_than: Duration) -> usize {
-    in_pool(|| sweep(root, SystemTime::now(), older_than))
+    in_pool(|| {
+        let (_, leftovers) = walk(root, Some((SystemTime::now(), older_than)));
+        leftovers
+            .into_par_iter()
+            .filter(|path| remove_leftover(path))
+            .count()
+    })
 }
 
-fn sweep(dir: &Path, now: SystemTime, older_than: Duration) -> usize {
-    let Ok(listing) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let items: Vec<_> = listing.filter_map(Result::ok).collect();
-    items
-        .into_par_iter()
-        .map(|item| {
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let Ok(meta) = item.metadata() else { return 0 };
-            if name.starts_with(TEMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
-                let old = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age >= older_than);
-                let gone = old
-                    && if meta.is_dir() {
-                        fs::remove_dir_all(item.path()).is_ok()
-                    } else {
-                        fs::remove_file(item.path()).is_ok()
-                    };
-                usize::from(gone)
-            } else if meta.is_dir() && !is_entry_name(&name) {
-                sweep(&item.path(), now, older_than)
-            } else {
-                0
-            }
-        })
-        .sum()
+fn remove_leftover(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).is_ok(),
+        Ok(_) => fs::remove_file(path).is_ok(),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +274,7 @@ mod tests {
                 bytes: Some(300),
                 ..Limits::default()
             },
+            Duration::from_secs(3600),
         );
         assert_eq!(removed.len(), 3);
         let mut left: Vec<_> = scan_items(dir.path()).into_iter().map(|i| i.path).collect();
@@ -273,6 +291,10 @@ mod tests {
         commit(&dir.path().join("m/f").join(key(1)), 1, SystemTime::now());
         assert_eq!(remove_stale_temps(dir.path(), Duration::from_secs(3600)), 0);
         assert_eq!(remove_stale_temps(dir.path(), Duration::ZERO), 2);
+        assert_eq!(scan_items(dir.path()).len(), 1);
+        fs::create_dir_all(dir.path().join("m/.trash-x/deep")).expect("mkdir");
+        assert!(reduce_size(dir.path(), Limits::default(), Duration::ZERO).is_empty());
+        assert!(!dir.path().join("m/.trash-x").exists());
         assert_eq!(scan_items(dir.path()).len(), 1);
     }
 }
