@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::entry::remove_entry;
-use super::layout::{OUTPUT, TEMP_PREFIX, TRASH_PREFIX, is_entry_name};
+use super::layout::{OUTPUT, TEMP_PREFIX, TRASH_PREFIX, is_entry_name, lock_path};
+use super::lock::try_lock_for;
 
 /// One cached entry as seen by [`scan_items`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +161,13 @@ pub fn reduce_size(root: &Path, limits: Limits, stale_age: Duration) -> Vec<Item
         });
         select_for_deletion(items, limits, now)
             .into_par_iter()
-            .filter(|item| remove_entry(&item.path).is_ok())
+            .filter(|item| {
+                let removed = remove_entry(&item.path).is_ok();
+                if removed {
+                    remove_idle_lock(&item.path);
+                }
+                removed
+            })
             .collect()
     })
 }
@@ -175,6 +182,20 @@ pub fn remove_stale_temps(root: &Path, older_than: Duration) -> usize {
             .filter(|path| remove_leftover(path))
             .count()
     })
+}
+
+/// Remove the lock file of an evicted entry unless someone holds it, so lock files do not pile
+/// up as entries come and go. Unlinking it while a process waits on the old file only costs a
+/// duplicate computation, never a wrong result (commits are atomic).
+fn remove_idle_lock(entry: &Path) {
+    let Ok(path) = lock_path(entry) else { return };
+    if !path.exists() {
+        return;
+    }
+    if let Ok(Some(lock)) = try_lock_for(&path, Duration::ZERO) {
+        let _ = fs::remove_file(&path);
+        drop(lock);
+    }
 }
 
 fn remove_leftover(path: &Path) -> bool {
@@ -268,6 +289,15 @@ mod tests {
             let accessed = now - Duration::from_secs(1000 * (6 - i as u64));
             commit(&dir.path().join("f").join(key(i)), 98, accessed);
         }
+        for i in [0, 1, 5] {
+            fs::write(dir.path().join("f").join(format!("{}.lock", key(i))), b"").expect("w");
+        }
+        let held = try_lock_for(
+            &dir.path().join("f").join(format!("{}.lock", key(1))),
+            Duration::ZERO,
+        )
+        .expect("lock")
+        .expect("free");
         let removed = reduce_size(
             dir.path(),
             Limits {
@@ -277,6 +307,20 @@ mod tests {
             Duration::from_secs(3600),
         );
         assert_eq!(removed.len(), 3);
+        let locks: Vec<_> = fs::read_dir(dir.path().join("f"))
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lock"))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut locks = locks;
+        locks.sort();
+        // Entry 0's idle lock went with it; entry 1's is held; entry 5 was kept.
+        assert_eq!(
+            locks,
+            vec![format!("{}.lock", key(1)), format!("{}.lock", key(5))]
+        );
+        drop(held);
         let mut left: Vec<_> = scan_items(dir.path()).into_iter().map(|i| i.path).collect();
         left.sort();
         let expected: Vec<_> = (3..6).map(|i| dir.path().join("f").join(key(i))).collect();
