@@ -868,14 +868,15 @@ def test_killed_lock_owner_does_not_block_waiters(tmp_path, worker_env):
     location = tmp_path / "cache"
     owner = _spawn("memory.cache(workmod.holds_lock)(3)", worker_env, location)
     _wait_for(tmp_path / "marker.txt")
-    waiter = _spawn("print(memory.cache(workmod.holds_lock)(3))", worker_env, location)
+    waiter_env = dict(worker_env, MARKER=str(tmp_path / "waiter-marker.txt"))
+    waiter = _spawn("print(memory.cache(workmod.holds_lock)(3))", waiter_env, location)
     time.sleep(0.3)  # let the waiter reach the lock
     assert waiter.poll() is None
+    assert not (tmp_path / "waiter-marker.txt").exists()  # it waits, it does not compute
     owner.send_signal(signal.SIGKILL)
     owner.wait(timeout=60)
-    # The waiter now computes itself (and hangs in holds_lock): its marker shows it got in.
-    (tmp_path / "marker.txt").unlink()
-    _wait_for(tmp_path / "marker.txt")
+    # The lock died with its owner: the waiter computes (and hangs in holds_lock).
+    _wait_for(tmp_path / "waiter-marker.txt")
     waiter.kill()
     waiter.wait(timeout=60)
 
@@ -896,3 +897,30 @@ def test_lock_timeout_computes_with_a_cache_warning(tmp_path):
         assert f(1) == 2
     held.release()
     assert not held.held
+
+
+def test_script_functions_hit_across_runs_and_match_joblib_folder(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            import joblib_rs
+
+            def work(x):
+                print("computed", file=sys.stderr)
+                return x * 2
+
+            memory = joblib_rs.Memory({str(tmp_path / "cache")!r}, verbose=0)
+            print(memory.cache(work)(21))
+            """
+        )
+    )
+    runs = [subprocess.run([PYTHON, str(script)], capture_output=True, text=True, timeout=60)
+            for _ in range(2)]
+    assert [r.stdout for r in runs] == ["42\n", "42\n"]
+    assert [r.stderr for r in runs] == ["computed\n", ""]
+    (func_dir,) = {e.parent for e in entries(tmp_path / "cache")}
+    assert func_dir.name == "work"
+    assert func_dir.parent.name.startswith("__main__-")
+    assert func_dir.parent.name.endswith("-job")
