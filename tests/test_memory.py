@@ -758,7 +758,11 @@ class SlowPickle:
         return (SlowPickle, ())
 
 def hangs_while_writing(x):
-    return [b"x" * 100_000, SlowPickle()]
+    if os.environ.get("HANG") == "1":
+        return [b"x" * 100_000, SlowPickle()]
+    with open(os.environ["COUNTER"], "a") as f:
+        f.write("computed\\n")
+    return x + 1
 
 def holds_lock(x):
     with open(os.environ["MARKER"], "w") as f:
@@ -787,9 +791,12 @@ def _spawn(code: str, env: dict, location: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait for ``proc`` to create ``path``; fail at once (with its stderr) if it died."""
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"process exited ({proc.returncode}): {proc.stderr.read()}")
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
 
@@ -838,36 +845,36 @@ def test_recursive_call_with_same_key_computes_instead_of_deadlocking(tmp_path):
 
 def test_sigkill_mid_write_leaves_a_working_cache(tmp_path, worker_env):
     location = tmp_path / "cache"
-    proc = _spawn("memory.cache(workmod.hangs_while_writing)(1)", worker_env, location)
-    _wait_for(tmp_path / "marker.txt")
-    func_dirs = list((location / "joblib_rs").rglob("hangs_while_writing"))
-    assert func_dirs and list(func_dirs[0].glob(".tmp-*"))  # staging under way
+    code = "print(memory.cache(workmod.hangs_while_writing)(1))"
+    proc = _spawn(code, dict(worker_env, HANG="1"), location)
+    _wait_for(tmp_path / "marker.txt", proc)
+    (func_dir,) = (location / "joblib_rs").rglob("hangs_while_writing")
+    assert list(func_dir.glob(".tmp-*"))  # the output is being written in staging
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert entries(location) == []  # nothing partial was published
-    memory = Memory(location, verbose=0)
-    calls = []
-
-    def hangs_while_writing(x):
-        calls.append(x)
-        return x + 1
-
-    # Same identity as the killed function's entry; the lock died with its owner.
-    hangs_while_writing.__module__ = "workmod"
-    f = memory.cache(hangs_while_writing)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", JobLibCollisionWarning)
-        assert f(1) == 2
-        assert f(1) == 2
-    assert calls == [1]
-    assert _core.store_sweep(str(location / "joblib_rs"), 0.0) >= 1
-    assert not list((location / "joblib_rs").rglob(".tmp-*"))
+    # The same function in new processes: computed once (the lock died with its owner),
+    # then loaded.
+    outs = []
+    for _ in range(2):
+        run = _spawn(code, dict(worker_env, HANG="0"), location)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        outs.append(out)
+    assert outs == ["2\n", "2\n"]
+    assert (tmp_path / "counter.txt").read_text() == "computed\n"
+    assert len(entries(location)) == 1
+    # The killed writer's staging folder is a leftover, swept by reduce_size once stale.
+    assert list(func_dir.glob(".tmp-*"))
+    assert _core.store_sweep(str(location / "joblib_rs"), 0.0) == 1
+    assert not list(func_dir.glob(".tmp-*"))
+    assert len(entries(location)) == 1
 
 
 def test_killed_lock_owner_does_not_block_waiters(tmp_path, worker_env):
     location = tmp_path / "cache"
     owner = _spawn("memory.cache(workmod.holds_lock)(3)", worker_env, location)
-    _wait_for(tmp_path / "marker.txt")
+    _wait_for(tmp_path / "marker.txt", owner)
     waiter_env = dict(worker_env, MARKER=str(tmp_path / "waiter-marker.txt"))
     waiter = _spawn("print(memory.cache(workmod.holds_lock)(3))", waiter_env, location)
     time.sleep(0.3)  # let the waiter reach the lock
@@ -876,7 +883,7 @@ def test_killed_lock_owner_does_not_block_waiters(tmp_path, worker_env):
     owner.send_signal(signal.SIGKILL)
     owner.wait(timeout=60)
     # The lock died with its owner: the waiter computes (and hangs in holds_lock).
-    _wait_for(tmp_path / "waiter-marker.txt")
+    _wait_for(tmp_path / "waiter-marker.txt", waiter)
     waiter.kill()
     waiter.wait(timeout=60)
 
