@@ -34,30 +34,31 @@ def double(a):
     return a * 2.0
 
 
-def per_call_median(fn: Callable[[], Any], calls: int, batches: int) -> float:
-    """Median over ``batches`` of the mean time of ``calls`` calls (seconds per call)."""
-    fn()
-    samples = []
+def per_call_medians(fns: dict[str, Callable[[], Any]], calls: int, batches: int
+                     ) -> dict[str, float]:
+    """For each function, the median over ``batches`` of the mean time of ``calls`` calls
+    (seconds per call). Batches of the functions alternate, so load on a shared machine hits
+    them alike."""
+    samples: dict[str, list[float]] = {key: [] for key in fns}
     for _ in range(batches):
-        start = time.perf_counter()
-        for _ in range(calls):
+        for key, fn in fns.items():
             fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[key].append((time.perf_counter() - start) / calls)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def miss_overhead(module: Any, folder: str, calls: int) -> float:
-    """Median time of a miss of a trivial function (new arguments each call)."""
-    cached = module.Memory(folder, verbose=0).cache(add)
-    counter = iter(range(10**9))
-    cached(-1)
-    samples = []
-    for _ in range(calls):
-        x = next(counter)
-        start = time.perf_counter()
-        cached(x)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def miss_overheads(cached: dict[str, Callable[[Any], Any]], calls: int) -> dict[str, float]:
+    """Median time of a miss of a trivial function (new arguments each call), alternating."""
+    samples: dict[str, list[float]] = {key: [] for key in cached}
+    for x in range(calls):
+        for key, fn in cached.items():
+            start = time.perf_counter()
+            fn(x)
+            samples[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def main() -> None:
@@ -69,16 +70,22 @@ def main() -> None:
         modules["jl"] = joblib
     rows = []
     try:
-        hit: dict[str, float] = {}
-        for key, module in modules.items():
-            cached = module.Memory(f"{root}/{key}-small", verbose=0).cache(add)
-            cached(1)
-            hit[key] = per_call_median(lambda c=cached: c(1), 2000 // scale, 15)
+        small = {
+            key: module.Memory(f"{root}/{key}-small", verbose=0).cache(add)
+            for key, module in modules.items()
+        }
+        hit = per_call_medians(
+            {key: (lambda c=c: c(1)) for key, c in small.items()}, 2000 // scale, 15
+        )
         rows.append(Row("hit, small scalar args", hit.get("jl"), hit["rs"], "<= 20 us, >= 4x"))
 
-        miss: dict[str, float] = {}
-        for key, module in modules.items():
-            miss[key] = miss_overhead(module, f"{root}/{key}-miss", 300 // scale)
+        missing = {
+            key: module.Memory(f"{root}/{key}-miss", verbose=0).cache(add)
+            for key, module in modules.items()
+        }
+        for c in missing.values():
+            c(-1)
+        miss = miss_overheads(missing, 300 // scale)
         rows.append(Row("miss, small args (overhead)", miss.get("jl"), miss["rs"], "<= joblib"))
 
         big = np.random.default_rng(0).random(100_000_000 // 8 // scale)
