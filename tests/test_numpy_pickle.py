@@ -909,3 +909,13 @@ def test_gil_is_released_while_compressing_and_reading(tmp_path: Path) -> None:
     # A Python thread kept running during both calls: the GIL was not held throughout.
     assert during_dump >= 3, during_dump
     assert during_load >= 1, during_load
+
+
+def test_non_durable_dump_for_caches(tmp_path: Path) -> None:
+    from joblib_rs.numpy_pickle import _dump
+
+    path = tmp_path / "cache.jrs"
+    value = {"a": np.arange(1000)}
+    assert _dump(value, path, 3, None, durable=False) == [str(path)]
+    assert_same(joblib_rs.load(path), value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.jrs"]

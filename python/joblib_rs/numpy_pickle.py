@@ -307,6 +307,15 @@ def dump(
     which is fsynced then renamed, so ``filename`` never holds a partial file.
     Compression runs on all cores in 4 MiB chunks, without the GIL.
     """
+    return _dump(value, filename, compress, protocol, durable=True)
+
+
+def _dump(
+    value: Any, filename: Any, compress: Any, protocol: int | None, *, durable: bool
+) -> list[str] | None:
+    """:func:`dump`; ``durable=False`` skips the fsyncs (the write stays atomic for readers
+    and against a crash of this process, not against a power loss). For caches whose entries
+    can be recomputed: an fsync costs milliseconds per file."""
     if isinstance(filename, os.PathLike):
         filename = os.fspath(filename)
     is_filename = isinstance(filename, str)
@@ -351,11 +360,11 @@ def dump(
     try:
         if native or level == 0:
             if is_filename:
-                _core.write_path(filename, buffers, data, codec, codec_level)
+                _core.write_path(filename, buffers, data, codec, codec_level, durable)
             else:
                 _core.write_fileobj(filename, buffers, data, codec, codec_level)
         else:
-            _dump_through(compressor, level, filename, buffers, data)
+            _dump_through(compressor, level, filename, buffers, data, durable)
     finally:
         data.release()
         buffers.clear()
@@ -378,6 +387,7 @@ def _dump_through(
     filename: Any,
     buffers: list[memoryview],
     data: memoryview,
+    durable: bool,
 ) -> None:
     """Write an uncompressed container through a registered (Python) compressor."""
     if not isinstance(filename, str):
@@ -391,7 +401,8 @@ def _dump_through(
             with compressor.compressor_file(raw, compresslevel=level) as f:
                 _core.write_fileobj(f, buffers, data, "none", 0)
             raw.flush()
-            os.fsync(raw.fileno())
+            if durable:
+                os.fsync(raw.fileno())
         os.replace(tmp, filename)
     finally:
         if os.path.exists(tmp):

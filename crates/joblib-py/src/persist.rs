@@ -54,7 +54,7 @@ fn contiguous(obj: &Bound<'_, PyAny>) -> PyResult<(PyUntypedBuffer, Region)> {
     Ok((buf, region))
 }
 
-fn options(codec: &str, level: i32) -> PyResult<WriteOptions> {
+fn options(codec: &str, level: i32, durable: bool) -> PyResult<WriteOptions> {
     let codec = Codec::from_name(codec).map_err(|e| format_error(FormatError::Options(e)))?;
     if codec != Codec::None {
         codec
@@ -65,6 +65,7 @@ fn options(codec: &str, level: i32) -> PyResult<WriteOptions> {
         codec,
         level,
         chunk: codec::CHUNK,
+        durable,
     })
 }
 
@@ -85,9 +86,10 @@ fn export_all(
     Ok((held, regions, pregion))
 }
 
-/// Write a container atomically to `path` (temporary file, fsync, rename). Returns its size.
+/// Write a container atomically to `path` (temporary file, rename; with `durable`, fsync of
+/// the file and its folder before and after the rename). Returns its size.
 #[pyfunction]
-#[pyo3(signature = (path, buffers, pickle, codec, level))]
+#[pyo3(signature = (path, buffers, pickle, codec, level, durable=true))]
 pub fn write_path(
     py: Python<'_>,
     path: PathBuf,
@@ -95,8 +97,9 @@ pub fn write_path(
     pickle: Bound<'_, PyAny>,
     codec: &str,
     level: i32,
+    durable: bool,
 ) -> PyResult<u64> {
-    let opts = options(codec, level)?;
+    let opts = options(codec, level, durable)?;
     let (held, regions, pregion) = export_all(&buffers, &pickle)?;
     let target = path.clone();
     let res = py.detach(move || {
@@ -155,7 +158,7 @@ pub fn write_fileobj(
     codec: &str,
     level: i32,
 ) -> PyResult<u64> {
-    let opts = options(codec, level)?;
+    let opts = options(codec, level, false)?;
     let (held, regions, pregion) = export_all(&buffers, &pickle)?;
     let res = py.detach(move || {
         // SAFETY: the regions come from exports in `held`, alive until after this closure.

@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
             codec: Codec::Lz4,
             level: 0,
             chunk: 4096,
+            durable: false,
         };
         if write_container(&mut out, &refs, pickle, &opts).is_ok() {
             let mut again = CapSink { frames: Vec::new() };

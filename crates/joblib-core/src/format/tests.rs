@@ -49,6 +49,7 @@ fn encode(buffers: &[&[u8]], pickle: &[u8], codec: Codec, level: i32, chunk: usi
         codec,
         level,
         chunk,
+        durable: true,
     };
     let n = write_container(&mut out, buffers, pickle, &opts).unwrap();
     assert_eq!(n as usize, out.len());
@@ -320,6 +321,7 @@ fn atomic_file_write_leaves_no_temp_and_replaces() {
         codec: Codec::Zlib,
         level: 42,
         chunk: 100,
+        durable: true,
     };
     assert!(write_file_atomic(&path, &[&a], &p, &bad).is_err());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

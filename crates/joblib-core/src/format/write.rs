@@ -22,6 +22,10 @@ pub struct WriteOptions {
     pub level: i32,
     /// Raw bytes per compressed chunk (ignored for [`Codec::None`]).
     pub chunk: usize,
+    /// [`write_file_atomic`] only: fsync the file and its folder, so the new content also
+    /// survives a power loss or kernel crash. Without it the write is still atomic for
+    /// readers and against a crash of the writing process (temporary file + rename).
+    pub durable: bool,
 }
 
 impl Default for WriteOptions {
@@ -30,6 +34,7 @@ impl Default for WriteOptions {
             codec: Codec::None,
             level: 0,
             chunk: CHUNK,
+            durable: true,
         }
     }
 }
@@ -229,7 +234,7 @@ pub fn write_container<W: Write>(
     let plain = WriteOptions {
         codec: Codec::None,
         level: 0,
-        chunk: opts.chunk,
+        ..*opts
     };
     write_frame(
         &mut out,
@@ -258,14 +263,16 @@ const SYNC_EVERY: u64 = 64 << 20;
 /// writing instead of following it).
 struct SyncingWriter {
     file: File,
+    enabled: bool,
     since_sync: u64,
     syncer: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl SyncingWriter {
-    fn new(file: File) -> Self {
+    fn new(file: File, enabled: bool) -> Self {
         Self {
             file,
+            enabled,
             since_sync: 0,
             syncer: None,
         }
@@ -303,7 +310,7 @@ impl Write for SyncingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.since_sync += n as u64;
-        if self.since_sync >= SYNC_EVERY {
+        if self.enabled && self.since_sync >= SYNC_EVERY {
             self.kick()?;
         }
         Ok(n)
@@ -356,18 +363,22 @@ pub fn write_file_atomic(
     let tmp = dir.join(tmp_name);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file));
+    let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file, opts.durable));
     let n = write_container(&mut w, buffers, pickle, opts)?;
     let syncing = w
         .into_inner()
         .map_err(|e| FormatError::Io(e.into_error()))?;
     let file = syncing.finish()?;
-    file.sync_all()?;
+    if opts.durable {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&tmp, path)?;
     guard.0 = None;
     // Make the rename itself durable; a failure here leaves a complete file, so it is ignored.
-    if let Ok(d) = File::open(&dir) {
+    if opts.durable
+        && let Ok(d) = File::open(&dir)
+    {
         let _ = d.sync_all();
     }
     Ok(n)
