@@ -174,3 +174,31 @@ def test_concurrency_safe_write_uses_a_unique_temporary(tmp_path):
     assert temporary != target and temporary.startswith(target)
     os.replace(temporary, target)
     assert open(target).read() == "hello"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        3,
+        {"a": [1, 2.5, "x"], "b": None},
+        np.arange(10, dtype=">i4"),  # non-native byte order: loaded native, as load() does
+        [np.zeros((3, 4)), np.array(["a", "bc"]), np.arange(5, dtype=object)],
+    ],
+)
+def test_hits_load_exactly_what_load_returns(tmp_path, value):
+    memory = Memory(tmp_path, verbose=0)
+    cached = memory.cache(lambda v: v)
+    cached(value)
+    hit = cached(value)
+    (output,) = (tmp_path / "joblib_rs").rglob("output.jrs")
+    reference = joblib_rs.load(output)
+    assert type(hit) is type(reference)
+    if isinstance(reference, np.ndarray):
+        assert hit.dtype == reference.dtype and hit.dtype.isnative
+        np.testing.assert_array_equal(hit, reference)
+    elif isinstance(reference, list):
+        for a, b in zip(hit, reference, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert hit == reference
