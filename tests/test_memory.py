@@ -764,6 +764,26 @@ def hangs_while_writing(x):
         f.write("computed\\n")
     return x + 1
 
+def squares(i):
+    return {"i": i, "sq": [i * i] * 50}
+
+def churn(seed, rounds):
+    import random
+    rng = random.Random(seed)
+    memory = joblib_rs.Memory(os.environ["CACHE"], verbose=0)
+    cached = memory.cache(squares)
+    for _ in range(rounds):
+        i = rng.randrange(12)
+        assert cached(i) == squares(i)
+        roll = rng.random()
+        if roll < 0.05:
+            memory.reduce_size(items_limit=4)
+        elif roll < 0.07:
+            cached.clear(warn=False)
+        elif roll < 0.08:
+            memory.clear(warn=False)
+    print("ok")
+
 def holds_lock(x):
     with open(os.environ["MARKER"], "w") as f:
         f.write("computing")
@@ -809,6 +829,19 @@ def test_eight_processes_missing_one_key_compute_once(tmp_path, worker_env):
     assert [p.returncode for p in procs] == [0] * 8, [e for _, e in outs]
     assert {o.strip() for o, _ in outs} == {str(49 * 1000)}
     assert (tmp_path / "counter.txt").read_text() == "computed\n"
+
+
+def test_processes_hitting_missing_and_evicting_together_never_fail(tmp_path, worker_env):
+    env = dict(worker_env, CACHE=str(tmp_path / "cache"))
+    procs = [
+        subprocess.Popen([PYTHON, "-c", f"import workmod; workmod.churn({seed}, 150)"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in range(4)
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert [out for out, _ in outs] == ["ok\n"] * 4
+    assert all("Traceback" not in err for _, err in outs), [err for _, err in outs]
 
 
 def test_threads_missing_one_key_compute_once(tmp_path):

@@ -618,27 +618,41 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         entry = os.path.join(self.location, *call_id)
         if verbose > 10:
             print(f"Persisting in {entry}")
-        staging = None
         metadata = None
-        try:
-            staging = _core.Staging(entry)
-            # A file object, not a path: the staging folder is already private, and syncing
-            # is the commit's decision (``fsync`` option).
-            with open(os.path.join(staging.path, self._output_name), "wb") as f:
-                numpy_pickle.dump(output, f, compress=self.compress)
-            metadata = metadata_func()
-            staging.write(_core.STORE_METADATA, json.dumps(metadata).encode("utf-8"))
-            staging.commit(self.fsync)
-        except PicklingError as e:
-            warnings.warn(
-                f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
-                CacheWarning,
-                stacklevel=3,
-            )
-        except Exception as e:
-            warnings.warn(f"Unable to cache to disk. Exception: {e}.", CacheWarning, stacklevel=3)
-        finally:
-            if staging is not None:
-                staging.abort()
+        for attempt in range(3):
+            staging = None
+            try:
+                staging = _core.Staging(entry)
+                # A file object, not a path: the staging folder is already private, and
+                # syncing is the commit's decision (``fsync`` option).
+                with open(os.path.join(staging.path, self._output_name), "wb") as f:
+                    numpy_pickle.dump(output, f, compress=self.compress)
+                if metadata is None:
+                    metadata = metadata_func()
+                staging.write(_core.STORE_METADATA, json.dumps(metadata).encode("utf-8"))
+                staging.commit(self.fsync)
+                break
+            except FileNotFoundError as e:
+                # Another process cleared the function's folder while this entry was being
+                # written: write it again (the result is still good).
+                if attempt == 2:
+                    warnings.warn(
+                        f"Unable to cache to disk. Exception: {e}.", CacheWarning, stacklevel=3
+                    )
+            except PicklingError as e:
+                warnings.warn(
+                    f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+                break
+            except Exception as e:
+                warnings.warn(
+                    f"Unable to cache to disk. Exception: {e}.", CacheWarning, stacklevel=3
+                )
+                break
+            finally:
+                if staging is not None:
+                    staging.abort()
         return metadata if metadata is not None else metadata_func()
 

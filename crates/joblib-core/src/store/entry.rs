@@ -34,6 +34,15 @@ pub enum Hit {
 /// Callers verify the first hit of an entry and then at most once per interval (see
 /// `docs/store.md`): entries are immutable once published, so what was whole stays whole.
 pub fn read_entry(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, StoreError> {
+    match read_once(entry_dir, read_limit, verify)? {
+        // Half an entry may be one being removed or replaced by another process between our
+        // two looks: only a second identical look means damage.
+        Hit::Damaged(_) => read_once(entry_dir, read_limit, verify),
+        hit => Ok(hit),
+    }
+}
+
+fn read_once(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, StoreError> {
     let has_metadata = if verify {
         let metadata_path = entry_dir.join(METADATA);
         match fs::metadata(&metadata_path) {
@@ -124,6 +133,24 @@ fn refresh_access_time(file: &File, stat: &fs::Metadata) {
     }
 }
 
+/// Create `dir` and its parents. A concurrent clear renaming a parent away can make one
+/// attempt fail (`ENOENT`, or `EEXIST` for a name seen then gone): try again.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if attempts < 5
+                    && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists) =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e).ctx("create", dir),
+        }
+    }
+}
+
 /// `ENOENT` or `ENOTDIR` (a file where a folder of the path should be): nothing there.
 fn is_absent(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory
@@ -143,10 +170,17 @@ impl Staging {
     /// function folder if needed).
     pub fn new(entry_dir: &Path) -> Result<Self, StoreError> {
         let temp = unique_sibling(entry_dir, TEMP_PREFIX)?;
-        if let Some(parent) = entry_dir.parent() {
-            fs::create_dir_all(parent).ctx("create", parent)?;
+        let mut attempts = 0;
+        loop {
+            if let Some(parent) = entry_dir.parent() {
+                ensure_dir(parent)?;
+            }
+            match fs::create_dir(&temp) {
+                Ok(()) => break,
+                Err(e) if attempts < 5 && e.kind() == ErrorKind::NotFound => attempts += 1,
+                Err(e) => return Err(e).ctx("create", &temp),
+            }
         }
-        fs::create_dir(&temp).ctx("create", &temp)?;
         Ok(Self {
             temp,
             target: entry_dir.to_path_buf(),
@@ -235,10 +269,16 @@ pub fn remove_entry(dir: &Path) -> Result<(), StoreError> {
         Err(e) if is_absent(&e) => return Ok(()),
         Err(e) => return Err(e).ctx("rename", dir),
     }
-    match fs::remove_dir_all(&trash) {
-        Err(e) if !is_absent(&e) => Err(e).ctx("remove", &trash),
-        _ => Ok(()),
+    // Once renamed the entry is gone for everyone. Deleting the trash can race with a process
+    // still writing into it (a staging folder inside a function folder being cleared): retry,
+    // then leave it to the sweep of stale leftovers in `reduce_size`.
+    for _ in 0..3 {
+        match fs::remove_dir_all(&trash) {
+            Err(e) if !is_absent(&e) => continue,
+            _ => break,
+        }
     }
+    Ok(())
 }
 
 /// Remove every sub-folder of `dir`, keeping its files (the store root keeps nothing else).
@@ -258,11 +298,21 @@ pub fn clear_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Write `bytes` to `path` atomically: a synced temporary sibling renamed over it. Parent
-/// folders are created.
+/// folders are created, again if another process removes them meanwhile (a concurrent clear).
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     file_name(path)?;
+    let mut attempts = 0;
+    loop {
+        match write_once(path, bytes) {
+            Err(e) if attempts < 5 && e.io_error().is_some_and(is_absent) => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn write_once(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).ctx("create", parent)?;
+        ensure_dir(parent)?;
     }
     let temp = unique_sibling(path, TEMP_PREFIX)?;
     let written = OpenOptions::new()

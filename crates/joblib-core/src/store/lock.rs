@@ -6,10 +6,11 @@
 //! drops a lock when the descriptor closes, including when its owner is killed: a lock is never
 //! stale on a local file system, and the deadline bounds the wait when an owner hangs.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::entry::ensure_dir;
 use super::{IoContext, StoreError};
 
 /// First and longest sleep between two attempts to take a busy lock.
@@ -40,16 +41,7 @@ impl Drop for EntryLock {
 /// Take the lock at `lock_path`, waiting at most `wait`. `Ok(None)` means the wait ran out:
 /// another owner still holds it.
 pub fn try_lock_for(lock_path: &Path, wait: Duration) -> Result<Option<EntryLock>, StoreError> {
-    if let Some(parent) = lock_path.parent() {
-        fs::create_dir_all(parent).ctx("create", parent)?;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock_path)
-        .ctx("open", lock_path)?;
+    let file = open_lock_file(lock_path)?;
     let deadline = Instant::now() + wait;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -69,6 +61,28 @@ pub fn try_lock_for(lock_path: &Path, wait: Duration) -> Result<Option<EntryLock
         }
         std::thread::sleep(backoff.min(deadline - now));
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Open (creating it and its folder) the lock file; again if a concurrent clear removes the
+/// folder in between.
+fn open_lock_file(lock_path: &Path) -> Result<File, StoreError> {
+    let mut attempts = 0;
+    loop {
+        if let Some(parent) = lock_path.parent() {
+            ensure_dir(parent)?;
+        }
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(lock_path)
+        {
+            Ok(file) => return Ok(file),
+            Err(e) if attempts < 5 && e.kind() == std::io::ErrorKind::NotFound => attempts += 1,
+            Err(e) => return Err(e).ctx("open", lock_path),
+        }
     }
 }
 
