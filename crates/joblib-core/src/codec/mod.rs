@@ -250,8 +250,52 @@ pub fn compress_chunk(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, C
             enc.finish().map_err(e)
         }
         Codec::Lz4 => Ok(lz4_flex::block::compress(src)),
-        Codec::Zstd => zstd::bulk::compress(src, zstd_effective_level(src, level)).map_err(e),
+        Codec::Zstd => zstd_compress(src, zstd_effective_level(src, level)).map_err(e),
     }
+}
+
+thread_local! {
+    /// One zstd compression context per thread and level, reused from chunk to chunk: a
+    /// fresh context allocates and touches megabytes of tables, which costs more than
+    /// compressing a 4 MiB chunk where first-touched pages fault slowly (VMs).
+    static ZSTD_CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// The level-1 context of [`zstd_effective_level`]'s probe.
+    static ZSTD_PROBE: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread, reused likewise.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(src: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    ZSTD_CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some((l, ctx)) if *l == level => ctx.compress(src),
+            _ => {
+                let mut ctx = zstd::bulk::Compressor::new(level)?;
+                let out = ctx.compress(src);
+                *slot = Some((level, ctx));
+                out
+            }
+        }
+    })
+}
+
+fn zstd_decompress_into(src: &[u8], dst: &mut [u8]) -> io::Result<usize> {
+    ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some(ctx) => ctx.decompress_to_buffer(src, dst),
+            None => {
+                let mut ctx = zstd::bulk::Decompressor::new()?;
+                let out = ctx.decompress_to_buffer(src, dst);
+                *slot = Some(ctx);
+                out
+            }
+        }
+    })
 }
 
 /// Bytes of a chunk that zstd compresses at level 1 to decide whether a higher level can pay.
@@ -265,7 +309,19 @@ fn zstd_effective_level(src: &[u8], level: i32) -> i32 {
     if level <= 1 || src.len() < 2 * PROBE {
         return level;
     }
-    match zstd::bulk::compress(&src[..PROBE], 1) {
+    let probe = ZSTD_PROBE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some(ctx) => ctx.compress(&src[..PROBE]),
+            None => {
+                let mut ctx = zstd::bulk::Compressor::new(1)?;
+                let out = ctx.compress(&src[..PROBE]);
+                *slot = Some(ctx);
+                out
+            }
+        }
+    });
+    match probe {
         Ok(probe) if probe.len() * 10 >= PROBE * 9 => 1,
         _ => level,
     }
@@ -343,7 +399,7 @@ pub fn decompress_chunk(codec: Codec, src: &[u8], dst: &mut [u8]) -> Result<(), 
         Codec::Zstd => {
             // A frame that announces a larger content size than `dst` fails inside zstd
             // ("destination buffer too small"): the decoder never writes past the slice.
-            let n = zstd::bulk::decompress_to_buffer(src, dst).map_err(|err| codec.corrupt(err))?;
+            let n = zstd_decompress_into(src, dst).map_err(|err| codec.corrupt(err))?;
             if n == dst.len() {
                 Ok(())
             } else {
