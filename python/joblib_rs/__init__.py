@@ -7,9 +7,17 @@ from joblib_rs._cloudpickle_wrapper import wrap_non_picklable_objects
 from joblib_rs._core import __version__
 from joblib_rs._cpu import cpu_count
 from joblib_rs._parallel_backends import ParallelBackendBase
+from joblib_rs._store_backends import CacheWarning
 from joblib_rs.compressor import register_compressor
 from joblib_rs.exceptions import BrokenProcessPool, TerminatedWorkerError
 from joblib_rs.hashing import hash
+from joblib_rs.memory import (
+    JobLibCollisionWarning,
+    MemorizedResult,
+    Memory,
+    expires_after,
+    register_store_backend,
+)
 from joblib_rs.numpy_pickle import CorruptFileError, dump, load
 from joblib_rs.parallel import (
     Parallel,
@@ -22,7 +30,11 @@ from joblib_rs.parallel import (
 
 __all__ = [
     "BrokenProcessPool",
+    "CacheWarning",
     "CorruptFileError",
+    "JobLibCollisionWarning",
+    "MemorizedResult",
+    "Memory",
     "Parallel",
     "ParallelBackendBase",
     "TerminatedWorkerError",
@@ -31,11 +43,13 @@ __all__ = [
     "delayed",
     "dump",
     "effective_n_jobs",
+    "expires_after",
     "hash",
     "load",
     "parallel_backend",
     "parallel_config",
     "register_compressor",
     "register_parallel_backend",
+    "register_store_backend",
     "wrap_non_picklable_objects",
 ]

@@ -5,6 +5,7 @@
 //! `cargo test -p joblib-core` alone.
 //!
 //! - [`hash`]: the canonical, versioned encoding behind `joblib_rs.hash` and `Memory` keys.
+//! - [`store`]: the on-disk layout, atomic entries, locks and LRU accounting behind `Memory`.
 //! - [`format`]: the container of `dump` files (frames, checksums, index), read and written.
 //! - [`codec`]: the compression codecs, chunked and parallel.
 //! - [`pool`]: the worker process pool behind the default `'loky'` backend.
@@ -14,4 +15,5 @@ pub mod codec;
 pub mod format;
 pub mod hash;
 pub mod pool;
+pub mod store;
 pub mod threads;

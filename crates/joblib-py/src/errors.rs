@@ -10,6 +10,7 @@ use joblib_core::codec::CodecError;
 use joblib_core::format::FormatError;
 use joblib_core::hash::HashError;
 use joblib_core::pool::PoolError;
+use joblib_core::store::StoreError;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -30,6 +31,25 @@ impl ToPyErr for HashError {
                 PyValueError::new_err(self.to_string())
             }
             HashError::Unbalanced(_) => PyRuntimeError::new_err(self.to_string()),
+        }
+    }
+}
+
+impl ToPyErr for StoreError {
+    fn to_py_err(&self) -> PyErr {
+        // OSError(errno, strerror, filename) becomes the matching subclass (PermissionError,
+        // FileNotFoundError, ...), so callers catch store failures as they would open()'s.
+        match (
+            self.io_error().and_then(std::io::Error::raw_os_error),
+            self.path(),
+        ) {
+            (Some(errno), Some(path)) => {
+                PyOSError::new_err((errno, self.to_string(), path.to_string_lossy().into_owned()))
+            }
+            _ => match self {
+                StoreError::InvalidName(_) => PyValueError::new_err(self.to_string()),
+                StoreError::Io { .. } => PyOSError::new_err(self.to_string()),
+            },
         }
     }
 }

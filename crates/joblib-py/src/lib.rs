@@ -9,6 +9,7 @@ mod errors;
 mod hash;
 mod persist;
 mod pool;
+mod store;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
@@ -17,6 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
     m.add_class::<pool::PyProcessPool>()?;
+    store::register(m)?;
     persist::register(m)?;
     Ok(())
 }
