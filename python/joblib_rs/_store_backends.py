@@ -84,6 +84,19 @@ def _loader_from_bytes() -> Callable[[bytes], Any]:
 _load_from_bytes = _loader_from_bytes()
 
 
+
+def _makedirs(path: str, attempts: int = 5) -> None:
+    """``os.makedirs(path, exist_ok=True)`` that survives another process removing the folder
+    (a concurrent ``clear``) between its creation and the existence check: makedirs then
+    raises ``FileExistsError`` for a folder that no longer exists; create it again."""
+    for attempt in range(attempts):
+        try:
+            os.makedirs(path, exist_ok=True)
+            return
+        except (FileExistsError, FileNotFoundError):
+            if attempt == attempts - 1:
+                raise
+
 class CacheWarning(Warning):
     """Warning about the cache: a damaged entry recomputed, an output that could not be
     stored, a lock waited on for too long. The result returned is always correct."""
@@ -425,7 +438,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         """Create the store folder (and a ``.gitignore`` beside it) and read the options."""
         options = dict(backend_options or {})
         self.location = os.fspath(location)
-        os.makedirs(self.location, exist_ok=True)
+        _makedirs(self.location)
         # Keep the cache out of version control: the .gitignore goes in the user's folder.
         parent = os.path.dirname(self.location)
         cache_dir = parent if os.path.basename(self.location) == _core.STORE_DIR else None
@@ -457,7 +470,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
 
     def create_location(self, location: str) -> None:
         """Create a folder (and its parents)."""
-        os.makedirs(location, exist_ok=True)
+        _makedirs(location)
 
     def clear_location(self, location: str) -> None:
         """Remove a folder: renamed aside first, so readers never see it half removed. The
@@ -504,7 +517,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         """Create the function's folder and store its code atomically (another process never
         reads half a file and wipes the cache believing the function changed)."""
         func_path = os.path.join(self.location, *call_id)
-        os.makedirs(func_path, exist_ok=True)
+        _makedirs(func_path)
         if func_code is not None:
             _core.store_write_atomic(
                 os.path.join(func_path, _core.STORE_FUNC_CODE), func_code.encode("utf-8")
