@@ -17,24 +17,9 @@ import pytest
 from joblib_rs import Parallel, TerminatedWorkerError, delayed
 from joblib_rs._parallel_backends import _reusable_pool
 
+from _processes import alive, wait_until
+
 TIMEOUT = 60
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_until(predicate, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def whoami(_):
@@ -115,7 +100,7 @@ def test_kill_9_of_a_worker_from_outside():
             Parallel(n_jobs=2)(delayed(time.sleep)(5) for _ in range(4))
     finally:
         thread.join()
-    assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+    assert wait_until(lambda: not any(alive(pid) for pid in pids))
     fresh = {p for p, _, _ in Parallel(n_jobs=2)(delayed(whoami)(i) for i in range(4))}
     assert fresh.isdisjoint(pids)
 
@@ -123,7 +108,7 @@ def test_kill_9_of_a_worker_from_outside():
 def test_a_worker_dying_while_idle_does_not_break_the_next_call():
     pids = {p for p, _, _ in Parallel(n_jobs=2)(delayed(whoami)(i) for i in range(4))}
     os.kill(min(pids), signal.SIGKILL)
-    assert _wait_until(lambda: getattr(_reusable_pool._pool, "broken", None) is not None)
+    assert wait_until(lambda: getattr(_reusable_pool._pool, "broken", None) is not None)
     assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(6)) == list(range(6))
 
 
@@ -131,7 +116,7 @@ def test_timeout_kills_the_stuck_workers():
     pids = {p for p, _, _ in Parallel(n_jobs=2)(delayed(whoami)(i) for i in range(4))}
     with pytest.raises(TimeoutError):
         Parallel(n_jobs=2, timeout=1)(delayed(time.sleep)(30) for _ in range(4))
-    assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+    assert wait_until(lambda: not any(alive(pid) for pid in pids))
     assert Parallel(n_jobs=2)(delayed(abs)(-1) for _ in range(2)) == [1, 1]
 
 
@@ -165,12 +150,12 @@ def test_ctrl_c_stops_the_call_promptly_and_leaves_no_worker(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        assert _wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) >= 2)
+        assert wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) >= 2)
         pids = [int(p) for p in pid_file.read_text().split()]
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=TIMEOUT)
         assert "interrupted" in out
-        assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+        assert wait_until(lambda: not any(alive(pid) for pid in pids))
     finally:
         if proc.poll() is None:
             proc.kill()

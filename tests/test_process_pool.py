@@ -19,24 +19,9 @@ from joblib_rs import _process_pool
 from joblib_rs._process_pool import ProcessPool
 from joblib_rs.exceptions import RemoteTraceback, TerminatedWorkerError
 
+from _processes import alive, wait_until
+
 TIMEOUT = 60
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_until(predicate, seconds: float = 20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
@@ -191,12 +176,12 @@ def test_workers_never_outlive_a_killed_parent(tmp_path):
     """)
     parent = subprocess.Popen([sys.executable, "-c", script])
     try:
-        assert _wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
         pids = [int(x) for x in pid_file.read_text().split()]
-        assert all(_alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)
         parent.kill()
         parent.wait(timeout=TIMEOUT)
-        assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+        assert wait_until(lambda: not any(alive(pid) for pid in pids))
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -210,7 +195,7 @@ def test_terminate_fails_pending_futures_and_kills_workers():
     for future in futures:
         with pytest.raises(RuntimeError, match="terminated"):
             future.result(timeout=TIMEOUT)
-    assert _wait_until(lambda: not any(_alive(pid) for pid in pids))
+    assert wait_until(lambda: not any(alive(pid) for pid in pids))
 
 
 def test_initializer_runs_in_each_worker():

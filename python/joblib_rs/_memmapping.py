@@ -88,6 +88,18 @@ def _address(array: Any) -> int:
     return array.__array_interface__["data"][0]
 
 
+def _write_array(array: Any, path: str) -> str:
+    """Writes the array's bytes to ``path``; returns the order they are in ('C' or 'F').
+
+    A Fortran-ordered array is written as is (no transposing copy); anything else in C order
+    (``tofile`` gathers strided arrays)."""
+    if array.flags.f_contiguous and not array.flags.c_contiguous:
+        array.T.tofile(path)
+        return "F"
+    array.tofile(path)
+    return "C"
+
+
 def open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple,
                 strides: tuple | None, order: str) -> Any:
     """Rebuilds an array argument as an ``np.memmap`` in the worker."""
@@ -162,7 +174,7 @@ class MemmappingContext:
         with self._lock:
             known = self._written.get(id(array))
             if known is None:
-                known = (array, self._dump(np, array))
+                known = (array, self._dump(array))
                 self._written[id(array)] = known
         return open_memmap, known[1]
 
@@ -184,15 +196,10 @@ class MemmappingContext:
         return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides,
                              "C")
 
-    def _dump(self, np: Any, array: Any) -> tuple:
+    def _dump(self, array: Any) -> tuple:
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"arg-{len(self._written)}-{uuid.uuid4().hex}.dat")
-        if array.flags.f_contiguous and not array.flags.c_contiguous:
-            array.T.tofile(path)
-            order = "F"
-        else:
-            np.ascontiguousarray(array).tofile(path)
-            order = "C"
+        order = _write_array(array, path)
         # 'w+' would truncate the file in the worker: it means read-write access there.
         mode = "r+" if self.mmap_mode == "w+" else self.mmap_mode
         return (path, _dtype_spec(array.dtype), mode, 0, array.shape, None, order)
@@ -242,12 +249,7 @@ class _ResultPickler(cloudpickle.Pickler):
                 and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
             os.makedirs(self._folder, exist_ok=True)
             path = os.path.join(self._folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
-            if obj.flags.f_contiguous and not obj.flags.c_contiguous:
-                obj.T.tofile(path)
-                order = "F"
-            else:
-                obj.tofile(path)  # C order whatever the strides
-                order = "C"
+            order = _write_array(obj, path)
             return attach_result, (path, _dtype_spec(obj.dtype), obj.shape, order)
         return super().reducer_override(obj)
 

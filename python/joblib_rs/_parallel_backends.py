@@ -529,11 +529,9 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
             return 1
         return _resolve_n_jobs(n_jobs)
 
-    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
-        """Start a pool of ``n_jobs`` processes (or fall back to sequential for one)."""
-        n_jobs = self.effective_n_jobs(n_jobs)
-        if n_jobs == 1:
-            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+    def _pool_options(self, backend_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The pool's own options among the backend and call keyword arguments; Parallel's
+        settings are dropped and anything else is a ``TypeError``."""
         options = {**self.backend_kwargs, **backend_kwargs}
         for name in self._IGNORED_OPTIONS:
             options.pop(name, None)
@@ -543,6 +541,14 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
                 f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
                 f"expected some of {list(self._POOL_OPTIONS)}"
             )
+        return options
+
+    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+        """Start a pool of ``n_jobs`` processes (or fall back to sequential for one)."""
+        n_jobs = self.effective_n_jobs(n_jobs)
+        if n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        options = self._pool_options(backend_kwargs)
         context = options.pop("context", None) or _mp_context()
         initargs = (
             self._prepare_worker_env(n_jobs),
@@ -624,21 +630,13 @@ class LokyBackend(MultiprocessingBackend):
         n_jobs = self.effective_n_jobs(n_jobs)
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
-        options = {**self.backend_kwargs, **backend_kwargs}
-        memmapping = MemmappingContext(
-            options.get("temp_folder"),
-            options.get("max_nbytes", 1024**2),
-            options.get("mmap_mode", "r"),
+        options = self._pool_options(backend_kwargs)
+        settings = {**self.backend_kwargs, **backend_kwargs}
+        self._memmapping = MemmappingContext(
+            settings.get("temp_folder"),
+            settings.get("max_nbytes", 1024**2),
+            settings.get("mmap_mode", "r"),
         )
-        for name in self._IGNORED_OPTIONS:
-            options.pop(name, None)
-        unknown = sorted(set(options) - set(self._POOL_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
-                f"expected some of {list(self._POOL_OPTIONS)}"
-            )
-        self._memmapping = memmapping
         self._idle_timeout = options.get("idle_worker_timeout", 300)
         env = self._prepare_worker_env(n_jobs)
         initializer = options.get("initializer")
