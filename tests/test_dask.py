@@ -145,6 +145,22 @@ def outer_task(i, log_dir):
     return type(backend).__name__, inner
 
 
+def _square_logged(x, log_dir):
+    # One file per real execution: the cache's hits leave no trace.
+    with open(os.path.join(log_dir, f"{x}-{os.getpid()}-{threading.get_ident()}"), "w"):
+        pass
+    time.sleep(0.05)
+    return x * x
+
+
+def cached_square(location, x, log_dir):
+    """Call ``_square_logged`` through a Memory on ``location``, from a dask task."""
+    from joblib_rs.memory import Memory
+
+    square = Memory(location, verbose=0).cache(_square_logged, ignore=["log_dir"])
+    return square(x, log_dir), get_worker().address
+
+
 # ---------------------------------------------------------------------------- tests
 
 
@@ -403,3 +419,26 @@ def test_without_dask_the_import_error_says_what_to_install():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ImportError To use the dask.distributed backend")
     assert "https://dask.pydata.org/en/latest/install.html" in proc.stdout
+
+
+def test_memory_shared_by_tasks_on_different_workers(client, tmp_path):
+    pytest.importorskip(
+        "joblib_rs.memory", reason="Memory is not in this build yet (branch 'memory')"
+    )
+    location, log_dir = tmp_path / "cache", tmp_path / "log"
+    log_dir.mkdir()
+    xs = [0, 1, 2] * 4
+    with parallel_config(backend="dask"):
+        first = Parallel(batch_size=1)(
+            delayed(cached_square)(str(location), x, str(log_dir)) for x in xs
+        )
+        assert [value for value, _ in first] == [x * x for x in xs]
+        # Both workers took part, yet each value was computed once: the others waited for
+        # the entry's lock and loaded the result.
+        assert {address for _, address in first} == set(client.nthreads())
+        assert sorted(name.split("-")[0] for name in os.listdir(log_dir)) == ["0", "1", "2"]
+        again = Parallel(batch_size=1)(
+            delayed(cached_square)(str(location), x, str(log_dir)) for x in xs
+        )
+    assert [value for value, _ in again] == [x * x for x in xs]
+    assert len(os.listdir(log_dir)) == 3

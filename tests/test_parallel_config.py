@@ -345,7 +345,15 @@ def test_register_rejects_bad_arguments():
         register_parallel_backend(3, ExecutorBackend)
 
 
-def test_dask_backend_reports_what_is_missing():
+def test_dask_backend_reports_what_is_missing(monkeypatch):
+    # dask is a test dependency: make it look absent (and 'dask' not registered yet).
+    import sys
+
+    from joblib_rs.parallel import BACKENDS
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    monkeypatch.delitem(sys.modules, "joblib_rs._dask", raising=False)
+    monkeypatch.delitem(BACKENDS, "dask", raising=False)
     with pytest.raises(ImportError, match=r"dask\.distributed backend"):
         parallel_config(backend="dask")
 

@@ -391,7 +391,9 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         """``'dask'`` again, with all the cluster's workers, for calls made inside tasks."""
         if self._nested is None:
             self._nested = DaskDistributedBackend(
-                client=self._client, nesting_level=(self.nesting_level or 0) + 1
+                client=self._client,
+                nesting_level=(self.nesting_level or 0) + 1,
+                _lazy_client=True,
             )
         return self._nested, -1
 
