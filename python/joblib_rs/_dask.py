@@ -78,8 +78,10 @@ def _batch_name(tasks: Sequence[tuple[Callable[..., Any], tuple, dict]]) -> str:
 class _DaskBatch:
     """The dask task of one batch: runs its calls, nested ``Parallel`` on ``'dask'``.
 
-    A failing call is returned, not raised, as the exception with the worker traceback
-    attached, so the caller re-raises it with its own type (dask would wrap some types).
+    A failing call is returned, not raised: the exception travels with the worker's formatted
+    traceback, and the caller re-raises it with its own type and that traceback as
+    ``__cause__`` (an exception that cannot be pickled comes back as a ``RuntimeError`` naming
+    its type, where dask would fail to send it).
     """
 
     __slots__ = ("name",)
@@ -123,7 +125,7 @@ class _ScatterCache:
         def forget(ref: weakref.ref) -> None:
             current = entries.get(key)
             if current is not None and current[0] is ref:
-                del entries[key]
+                entries.pop(key, None)
 
         entries[key] = (weakref.ref(obj, forget), future)
 
@@ -401,8 +403,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     def retrieval_context(self) -> Iterator[None]:
         """In a dask task, give the worker thread back while waiting (``secede``).
 
-        The nested tasks then run on that thread instead of waiting for it: no deadlock, and
-        no more busy threads than the cluster has.
+        The worker then runs the nested tasks in the freed slot: no deadlock when every
+        thread waits on nested work, and never more busy threads than the cluster has.
         """
         if not _in_dask_task():
             yield
