@@ -66,6 +66,7 @@ def slow_identity(i, delay=0.0):
 
 def where(i):
     """``(i, worker address, process id)`` of the worker that ran the task."""
+    time.sleep(0.01)  # long enough for the scheduler to use both workers
     return i, get_worker().address, os.getpid()
 
 
