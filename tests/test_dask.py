@@ -368,6 +368,27 @@ def test_nested_parallel_runs_on_dask_without_oversubscription(client, tmp_path)
     assert peak <= N_WORKERS
 
 
+def test_submit_kwargs_reach_client_submit(client):
+    # Keywords the backend does not know go to Client.submit: here, pin to one worker.
+    first = sorted(client.nthreads())[0]
+    with parallel_config(backend="dask", workers=[first], allow_other_workers=False):
+        out = Parallel(batch_size=1)(delayed(where)(i) for i in range(8))
+    assert {address for _, address, _ in out} == {first}
+
+
+def test_scheduler_host_connects_a_client_of_its_own(cluster, client):
+    backend = DaskDistributedBackend(scheduler_host=cluster.scheduler_address)
+    try:
+        assert backend.client is not client
+        assert backend.client.scheduler.address == cluster.scheduler_address
+        out = Parallel(backend=backend)(delayed(slow_identity)(i) for i in range(5))
+    finally:
+        backend.client.close()
+    assert out == list(range(5))
+    # Not made the default client: the one in scope is unchanged.
+    assert distributed.get_client() is client
+
+
 def test_scatter_must_be_list_or_tuple(client):
     with pytest.raises(TypeError, match="scatter must be a list/tuple, got `set`"):
         parallel_config(backend="dask", scatter={1, 2})
