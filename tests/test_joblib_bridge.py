@@ -92,6 +92,16 @@ def test_nested_calls_use_threads_in_workers():
     assert out == ["ThreadingBackend", "ThreadingBackend"]
 
 
+def omp_threads(i):
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+def test_inner_max_num_threads_reaches_the_workers():
+    with joblib.parallel_config(backend="joblib_rs", n_jobs=2, inner_max_num_threads=3):
+        out = joblib.Parallel()(joblib.delayed(omp_threads)(i) for i in range(2))
+    assert out == ["3", "3"]
+
+
 def test_large_arrays_go_through_shared_memory():
     np = pytest.importorskip("numpy")
     data = np.arange(300_000, dtype=np.float64)  # 2.4 MB, above max_nbytes='1M'
