@@ -257,6 +257,20 @@ def test_return_as_generator(client):
     assert sorted(got) == list(range(6))
 
 
+def test_closing_a_generator_early_cancels_the_rest(client, tmp_path):
+    with parallel_config(backend="dask"):
+        gen = Parallel(return_as="generator", batch_size=1, pre_dispatch="all")(
+            delayed(fail_on)(i, -1, str(tmp_path), 0.3) for i in range(20)
+        )
+        assert next(gen) == 0
+        with pytest.warns(UserWarning, match="have been cancelled"):
+            gen.close()
+    _wait_until(lambda: not _call_keys(client, "batch_of_fail_on"), "the tasks are dropped")
+    _wait_until(lambda: not any(client.processing().values()), "the cluster is idle")
+    # 20 tasks of 0.3 s on 2 workers would take 3 s: most never started.
+    assert len(os.listdir(tmp_path)) < 10
+
+
 def test_exception_type_and_worker_traceback(client):
     with parallel_config(backend="dask"):
         with pytest.raises(CustomError, match="custom 3") as info:
