@@ -24,9 +24,7 @@ import joblib_rs
 
 
 def _tiny_tasks(mod, n: int) -> None:
-    out = mod.Parallel(n_jobs=2, backend="threading")(
-        mod.delayed(math.sqrt)(i) for i in range(n)
-    )
+    out = mod.Parallel(n_jobs=2, backend="threading")(mod.delayed(math.sqrt)(i) for i in range(n))
     assert len(out) == n and out[-1] == math.sqrt(n - 1)
 
 

@@ -159,3 +159,28 @@ def test_ctrl_c_stops_the_call_promptly_and_leaves_no_worker(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _append_to(shared, value):
+    shared.append(value)
+    return len(shared)
+
+
+def test_multiprocessing_manager_proxies_work_in_workers():
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        shared = manager.list()
+        Parallel(n_jobs=2)(delayed(_append_to)(shared, i) for i in range(6))
+        assert sorted(shared) == list(range(6))
+
+
+def _inner_loky_parents(_):
+    return os.getpid(), set(Parallel(n_jobs=2, backend="loky")(
+        delayed(os.getppid)() for _ in range(4)))
+
+
+def test_explicit_loky_inside_a_loky_worker_starts_a_nested_pool():
+    for outer_pid, inner_parents in Parallel(n_jobs=2)(
+            delayed(_inner_loky_parents)(i) for i in range(2)):
+        assert inner_parents == {outer_pid}

@@ -329,3 +329,18 @@ def test_manual_numpy_memmap_example_with_dump_and_load(tmp_path):
     Parallel(n_jobs=2)(delayed(slow_mean_write_output)(data, sl, output, idx)
                        for idx, sl in enumerate(slices))
     np.testing.assert_allclose(output, expected)
+
+
+def test_memmap_results_keep_their_byte_order(tmp_path):
+    path = tmp_path / "big_endian.mmap"
+    m = np.memmap(path, dtype=">f8", mode="w+", shape=(1000,))
+    m[:] = np.arange(1000)
+    m.flush()
+
+    def reopen():
+        return np.memmap(path, dtype=">f8", mode="r", shape=(1000,))[10:20]
+
+    out = Parallel(n_jobs=2)(delayed(reopen)() for _ in range(2))
+    for a in out:
+        assert a.dtype == np.dtype(">f8")
+        np.testing.assert_array_equal(a, np.arange(10, 20))

@@ -11,9 +11,12 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 
 import joblib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import joblib_rs
 from joblib_rs import Parallel, delayed, parallel_config
@@ -67,6 +70,9 @@ def test_delayed_function_looks_like_the_function():
     assert str(inspect.signature(d)) == "(a, b=2)"
     with pytest.raises(AttributeError):
         d.no_such_attribute  # noqa: B018
+    import functools
+
+    assert delayed(functools.partial(square)).__name__ == "partial"
     restored = pickle.loads(pickle.dumps(delayed(math.sqrt)))
     assert restored(4) == (math.sqrt, (4,), {})
 
@@ -182,8 +188,9 @@ def test_input_iterator_is_consumed_lazily():
         producer()
     )
     assert out == list(range(40))
-    # pre_dispatch=3 batches of one task, plus one look-ahead slice of n_jobs tasks.
-    assert max(lag) <= 3 + 2 + 1
+    # pre_dispatch=3 batches of one task, one look-ahead slice of n_jobs tasks, and up to
+    # n_jobs tasks that another worker may finish before this one starts.
+    assert max(lag) <= 3 + 2 + 2
 
 
 def test_pre_dispatch_all_reads_everything_first():
@@ -202,6 +209,19 @@ def test_pre_dispatch_all_reads_everything_first():
 def test_invalid_pre_dispatch_expression(bad):
     with pytest.raises(ValueError, match=r"is not a valid or supported arithmetic|too"):
         Parallel(n_jobs=2, backend="threading", pre_dispatch=bad)([delayed(square)(1)])
+
+
+def test_setup_errors_leave_the_instance_reusable():
+    p = Parallel(n_jobs=2, backend="multiprocessing", pre_dispatch="n_jobs +")
+    with pytest.raises(ValueError, match="not a valid or supported arithmetic expression"):
+        p([delayed(square)(2)])
+    assert p._backend._pool is None  # the process pool did not leak
+    p.pre_dispatch = "2 * n_jobs"
+    assert p([delayed(square)(2)]) == [4]
+    threads = Parallel(n_jobs=2, backend="threading")
+    with pytest.raises(TypeError, match="not iterable"):
+        threads(42)
+    assert threads([delayed(square)(3)]) == [9]
 
 
 def test_error_raised_by_the_input_iterator_reaches_the_caller():
@@ -359,8 +379,9 @@ def test_warm_calls_reuse_worker_threads():
     assert a == b
 
 
-def test_context_manager_survives_an_error():
-    with Parallel(n_jobs=2, backend="threading") as p:
+@pytest.mark.parametrize("backend", ["threading", "loky", "multiprocessing"])
+def test_context_manager_survives_an_error(backend):
+    with Parallel(n_jobs=2, backend=backend) as p:
         with pytest.raises(Boom):
             p(delayed(explode)(i) for i in range(10))
         assert p(delayed(square)(i) for i in range(10)) == [i * i for i in range(10)]
@@ -456,6 +477,21 @@ def test_fast_tasks_do_not_time_out():
         delayed(square)(i) for i in range(100)
     )
     assert out == [i * i for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"verbose": "loud"}, "verbose must be an int, got 'loud'"),
+        ({"mmap_mode": "rw"}, "mmap_mode must be one of .* got 'rw'"),
+        ({"max_nbytes": "1X"}, "Invalid literal for size: '1X'"),
+        ({"pre_dispatch": [2]}, r"pre_dispatch must be .* got \[2\]"),
+        ({"backend": 42}, "Invalid backend: 42"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Parallel(n_jobs=2, **kwargs)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "soon"])
@@ -582,3 +618,78 @@ def test_tqdm_progress_bar_when_available(capsys):
     pytest.importorskip("tqdm")
     Parallel(n_jobs=2, backend="threading", progress=True)([delayed(square)(i) for i in range(9)])
     assert "9/9" in capsys.readouterr().err
+
+
+def test_generator_dropped_in_another_thread_cleans_up():
+    release = threading.Event()
+
+    def task(i):
+        if i > 1:
+            release.wait(WAIT)
+        return i
+
+    p = Parallel(n_jobs=2, backend="threading", return_as="generator", batch_size=1)
+    box = [p(delayed(task)(i) for i in range(20))]
+    assert next(box[0]) == 0
+
+    def drop():
+        box.clear()  # the last reference: the generator is closed in this thread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = threading.Thread(target=drop)
+            t.start()
+            t.join(WAIT)
+    finally:
+        release.set()
+    # The next call waits for the clean-up of the dropped generator, then runs.
+    assert list(p(delayed(square)(i) for i in range(3))) == [0, 1, 4]
+
+
+def test_logger_methods_of_parallel(caplog):
+    import logging
+
+    p = Parallel(n_jobs=2)
+    with caplog.at_level(logging.DEBUG, logger="joblib"):
+        p.debug("looking")
+        p.warn("careful")
+    assert [r.getMessage() for r in caplog.records] == [
+        "[Parallel(n_jobs=2)]: looking",
+        "[Parallel(n_jobs=2)]: careful",
+    ]
+    assert p.format({"a": [1, 2]}) == "{'a': [1, 2]}"
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(-1000, 1000), max_size=60),
+    n_jobs=st.sampled_from([1, 2, 3, -1]),
+    batch_size=st.one_of(st.just("auto"), st.integers(1, 7)),
+    pre_dispatch=st.sampled_from(["2 * n_jobs", "all", 1, "n_jobs"]),
+    return_as=st.sampled_from(["list", "generator", "generator_unordered"]),
+    as_generator=st.booleans(),
+)
+def test_any_configuration_computes_the_map(
+    values, n_jobs, batch_size, pre_dispatch, return_as, as_generator
+):
+    tasks = (
+        (delayed(square)(v) for v in values)
+        if as_generator
+        else [delayed(square)(v) for v in values]
+    )
+    out = Parallel(
+        n_jobs=n_jobs,
+        backend="threading",
+        batch_size=batch_size,
+        pre_dispatch=pre_dispatch,
+        return_as=return_as,
+    )(tasks)
+    expected = [v * v for v in values]
+    if return_as == "generator_unordered":
+        assert sorted(out) == sorted(expected)
+    else:
+        assert list(out) == expected

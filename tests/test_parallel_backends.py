@@ -174,6 +174,15 @@ def test_process_pool_inside_a_worker_process_falls_back_to_one_job():
         ]
 
 
+def test_multiprocessing_inside_a_loky_worker_falls_back_with_a_warning():
+    out = Parallel(n_jobs=2, backend="loky")(delayed(_nested_process_call)(i) for i in range(2))
+    for n_pids, messages in out:
+        assert n_pids == 1
+        assert messages == [
+            "Multiprocessing-backed parallel loops cannot be nested, below loky, setting n_jobs=1"
+        ]
+
+
 def test_process_backend_below_threads_falls_back_with_a_warning():
     def outer(_):
         with warnings.catch_warnings(record=True) as caught:
@@ -324,3 +333,149 @@ def test_concurrent_loky_calls_each_get_workers():
     for t in threads:
         t.join(WAIT)
     assert results == {0: list(range(50)), 1: list(range(50))}
+
+
+def test_unpicklable_argument_is_reported_in_the_caller():
+    import pickle
+
+    with pytest.raises(pickle.PicklingError, match="Could not pickle the task") as info:
+        Parallel(n_jobs=2, backend="multiprocessing", batch_size=1)(
+            delayed(abs)(threading.Lock()) for _ in range(5)
+        )
+    assert "cannot pickle '_thread.lock' object" in str(info.value.__cause__)
+    # The backend is usable again afterwards.
+    assert Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_results_from_processes_keep_numpy_byte_order():
+    np = pytest.importorskip("numpy")
+    x = np.arange(6).reshape((2, 3)).view(">i4")
+    out = Parallel(n_jobs=2, backend="loky")(delayed(_identity)(x) for _ in range(3))
+    for y in out:
+        assert y.dtype.byteorder == ">"
+        np.testing.assert_array_equal(x, y)
+
+
+def _identity(x):
+    return x
+
+
+def test_default_multiprocessing_context_is_passed_to_backends():
+    import multiprocessing
+
+    p = Parallel(n_jobs=2, backend="multiprocessing")
+    assert p._backend_kwargs["context"].get_start_method() == multiprocessing.get_start_method()
+
+
+def test_thread_job_get_waits_for_the_outcome():
+    lease = lease_threads(1)
+    gate = threading.Event()
+    job = lease.submit(lambda: gate.wait(WAIT) and "done", None)
+    with pytest.raises(TimeoutError):
+        job.get(timeout=0.01)
+    gate.set()
+    assert job.get(timeout=WAIT) == "done"
+    failing = lease.submit(lambda: 1 / 0, None)
+    with pytest.raises(ZeroDivisionError):
+        failing.get(timeout=WAIT)
+    lease.release()
+
+
+def test_threading_subclass_without_retrieve_callback():
+    from joblib_rs import parallel as parallel_module
+    from joblib_rs import register_parallel_backend
+
+    class PlainThreads(ThreadingBackend):
+        supports_retrieve_callback = False
+
+    register_parallel_backend("plain-threads", PlainThreads)
+    try:
+        out = Parallel(n_jobs=2, backend="plain-threads")(delayed(abs)(-i) for i in range(30))
+        assert out == list(range(30))
+        with pytest.raises(ZeroDivisionError):
+            Parallel(n_jobs=2, backend="plain-threads")(delayed(divmod)(1, i) for i in [1, 0])
+    finally:
+        del parallel_module.BACKENDS["plain-threads"]
+
+
+def _interrupt_parent_on_first(i):
+    import signal
+    import time
+
+    if i == 0:
+        os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(0.05)
+    return i
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_keyboard_interrupt_stops_process_workers(backend):
+    import multiprocessing
+
+    # Idle workers kept by earlier 'loky' calls may exist; the interrupted call may reuse them.
+    before = set(multiprocessing.active_children())
+    with pytest.raises(KeyboardInterrupt):
+        Parallel(n_jobs=2, backend=backend, batch_size=1)(
+            delayed(_interrupt_parent_on_first)(i) for i in range(500)
+        )
+    # The workers of the interrupted call were killed, not left running the remaining tasks.
+    assert set(multiprocessing.active_children()) <= before
+    assert Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_joblib_start_method_environment_variable(monkeypatch):
+    from joblib_rs._parallel_backends import default_mp_context
+
+    monkeypatch.setenv("JOBLIB_START_METHOD", "spawn")
+    assert default_mp_context().get_start_method() == "spawn"
+    p = Parallel(n_jobs=2, backend="multiprocessing")
+    assert p._backend_kwargs["context"].get_start_method() == "spawn"
+    assert p(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def test_idle_threads_are_bounded():
+    from joblib_rs import _threads
+
+    leases = [lease_threads(3) for _ in range(4)]
+    for lease in leases:
+        lease.release()
+    # At most two idle leases of one size are kept; the others are closed.
+    kept = [lease for lease in leases if not lease._closed]
+    assert len(kept) <= _threads._MAX_IDLE_PER_SIZE
+    assert sum(size * len(idle) for size, idle in _threads._idle.items()) <= (
+        _threads._MAX_IDLE_THREADS
+    )
+
+
+def _is_memmap(array):
+    import numpy as np
+
+    return isinstance(array, np.memmap)
+
+
+def test_multiprocessing_memmaps_large_arguments(tmp_path):
+    np = pytest.importorskip("numpy")
+    p = Parallel(n_jobs=2, backend="multiprocessing", max_nbytes=1e6, temp_folder=str(tmp_path))
+    assert p(delayed(_is_memmap)(np.ones(int(i))) for i in [1e2, 1e4, 1e6]) == [
+        False,
+        False,
+        True,
+    ]
+    # The call's shared-memory files are gone when it ends.
+    assert list(tmp_path.iterdir()) == []
+    big = np.arange(300_000, dtype=np.float64)
+    out = Parallel(n_jobs=2, backend="multiprocessing", max_nbytes=None)(
+        delayed(_is_memmap)(a) for a in [big, big[:10]]
+    )
+    assert out == [False, False]
+
+
+def test_multiprocessing_large_results_come_back_intact(tmp_path):
+    np = pytest.importorskip("numpy")
+    out = Parallel(
+        n_jobs=2, backend="multiprocessing", max_nbytes="1K", temp_folder=str(tmp_path)
+    )(delayed(np.full)(100_000, i, dtype=np.int64) for i in range(4))
+    for i, array in enumerate(out):
+        assert array.shape == (100_000,)
+        assert (array == i).all()
+    assert list(tmp_path.iterdir()) == []

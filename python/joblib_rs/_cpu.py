@@ -12,11 +12,10 @@ import math
 import os
 import warnings
 from functools import lru_cache
-from pathlib import Path
 
 __all__ = ["cpu_count"]
 
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def cpu_count(only_physical_cores: bool = False) -> int:
@@ -88,7 +87,7 @@ def _system_cgroup_count() -> int:
     return _cgroup_count(_CGROUP_ROOT)
 
 
-def _cgroup_count(root: Path = _CGROUP_ROOT) -> int:
+def _cgroup_count(root: str | os.PathLike = _CGROUP_ROOT) -> int:
     """CPU limit of the cgroup quota, rounded up; the machine count when there is none."""
     quota = _cgroup_quota(root)
     if quota is None:
@@ -96,11 +95,10 @@ def _cgroup_count(root: Path = _CGROUP_ROOT) -> int:
     return max(math.ceil(quota), 1)
 
 
-def _cgroup_quota(root: Path) -> float | None:
+def _cgroup_quota(root: str | os.PathLike) -> float | None:
     """Quota divided by period, or None when unlimited or unknown."""
-    v2 = root / "cpu.max"
     try:
-        fields = v2.read_text().split()
+        fields = _read(root, "cpu.max").split()
     except OSError:
         fields = []
     if len(fields) == 2:
@@ -111,21 +109,27 @@ def _cgroup_quota(root: Path) -> float | None:
         except ValueError:
             return None
         return quota / period if quota > 0 and period > 0 else None
-    for folder in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu", root):
+    for sub in ("cpu", "cpu,cpuacct", "cpuacct,cpu", ""):
+        folder = os.path.join(root, sub)
         try:
-            quota = int((folder / "cpu.cfs_quota_us").read_text())
-            period = int((folder / "cpu.cfs_period_us").read_text())
+            quota = int(_read(folder, "cpu.cfs_quota_us"))
+            period = int(_read(folder, "cpu.cfs_period_us"))
         except (OSError, ValueError):
             continue
         return quota / period if quota > 0 and period > 0 else None
     return None
 
 
+def _read(folder: str | os.PathLike, name: str) -> str:
+    with open(os.path.join(folder, name)) as fh:
+        return fh.read()
+
+
 @lru_cache(maxsize=1)
 def _physical_cores() -> int | None:
     """Distinct (package, core) pairs of /proc/cpuinfo restricted to the usable CPUs."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = _read("/proc", "cpuinfo")
     except OSError:
         return None
     try:

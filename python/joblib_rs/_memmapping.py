@@ -100,6 +100,25 @@ def _write_array(array: Any, path: str) -> str:
     return "C"
 
 
+def _memmap_reference(array: Any, backing: Any) -> tuple:
+    """Reduction of an array living in ``backing``'s file: the file, offset and layout only."""
+    np = _numpy()
+    mode = {"w+": "r+", "r+": "r+", "readwrite": "r+", "write": "r+"}.get(
+        backing.mode, backing.mode)
+    # File offset of the array's first byte: where numpy's mapping starts in the file
+    # (the requested offset rounded down to the allocation granularity), plus the
+    # distance from the mapping's start to the data.
+    map_start = backing.offset - backing.offset % mmap.ALLOCATIONGRANULARITY
+    map_address = _address(np.frombuffer(backing._mmap, dtype=np.uint8))
+    offset = map_start + (_address(array) - map_address)
+    spec = _dtype_spec(array.dtype)
+    if array.flags.c_contiguous:
+        return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "C")
+    if array.flags.f_contiguous:
+        return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "F")
+    return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides, "C")
+
+
 def open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple,
                 strides: tuple | None, order: str) -> Any:
     """Rebuilds an array argument as an ``np.memmap`` in the worker."""
@@ -168,7 +187,7 @@ class MemmappingContext:
             return NotImplemented
         backing = _backing_memmap(array)
         if backing is not None:
-            return self._reference(array, backing)
+            return _memmap_reference(array, backing)
         if self.max_nbytes is None or array.nbytes < self.max_nbytes:
             return NotImplemented
         with self._lock:
@@ -177,24 +196,6 @@ class MemmappingContext:
                 known = (array, self._dump(array))
                 self._written[id(array)] = known
         return open_memmap, known[1]
-
-    def _reference(self, array: Any, backing: Any) -> Any:
-        mode = {"w+": "r+", "r+": "r+", "readwrite": "r+", "write": "r+"}.get(
-            backing.mode, backing.mode)
-        # File offset of the array's first byte: where numpy's mapping starts in the file
-        # (the requested offset rounded down to the allocation granularity), plus the
-        # distance from the mapping's start to the data.
-        np = _numpy()
-        map_start = backing.offset - backing.offset % mmap.ALLOCATIONGRANULARITY
-        map_address = _address(np.frombuffer(backing._mmap, dtype=np.uint8))
-        offset = map_start + (_address(array) - map_address)
-        spec = _dtype_spec(array.dtype)
-        if array.flags.c_contiguous:
-            return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "C")
-        if array.flags.f_contiguous:
-            return open_memmap, (backing.filename, spec, mode, offset, array.shape, None, "F")
-        return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides,
-                             "C")
 
     def _dump(self, array: Any) -> tuple:
         os.makedirs(self.folder, exist_ok=True)
@@ -242,9 +243,17 @@ class _ResultPickler(cloudpickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._folder = folder
         self._max_nbytes = max_nbytes
-        self._ndarray = _numpy().ndarray if _numpy() is not None else None
+        np = _numpy()
+        self._ndarray = np.ndarray if np is not None else None
+        self._memmap = np.memmap if np is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
+        if self._memmap is not None and type(obj) is self._memmap:
+            # numpy's own pickling of a memmap loses a non-native byte order: send a
+            # reference to the file instead (the parent maps the same bytes).
+            backing = _backing_memmap(obj)
+            if backing is not None:
+                return _memmap_reference(obj, backing)
         if (self._ndarray is not None and type(obj) is self._ndarray
                 and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
             os.makedirs(self._folder, exist_ok=True)

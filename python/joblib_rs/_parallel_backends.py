@@ -47,6 +47,7 @@ __all__ = [
     "SequentialBackend",
     "ThreadingBackend",
     "TimeoutError",
+    "default_mp_context",
 ]
 
 
@@ -108,16 +109,48 @@ class _CloudpickledCall:
 
     __slots__ = ("payload",)
 
-    def __init__(self, func: Callable[[], Any]) -> None:
+    def __init__(
+        self, func: Callable[[], Any], reduce_array: Callable[[Any], Any] | None = None
+    ) -> None:
+        import io
+        import sys
+
         import cloudpickle
 
-        self.payload = cloudpickle.dumps(func)
+        try:
+            if reduce_array is None or "numpy" not in sys.modules:
+                self.payload = cloudpickle.dumps(func)
+            else:
+                # Large arrays go to shared memory (see joblib_rs._memmapping).
+                from joblib_rs._process_pool import _TaskPickler
+
+                buffer = io.BytesIO()
+                _TaskPickler(buffer, reduce_array).dump(func)
+                self.payload = buffer.getvalue()
+        except Exception as exc:
+            raise pickle.PicklingError(
+                f"Could not pickle the task to send it to the workers: {exc}"
+            ) from exc
 
     def __call__(self) -> Any:
+        import cloudpickle
+
         try:
-            return pickle.loads(self.payload)()
+            # Results go back pickled here with protocol 5: the pool's own pickling uses
+            # protocol 4, which loses e.g. the byte order of numpy arrays.
+            return _PickledResult(cloudpickle.dumps(pickle.loads(self.payload)()))
         except BaseException as exc:
             return _ExceptionWithTraceback(exc)
+
+
+class _PickledResult:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return pickle.loads, (self.data,)
 
 
 def _raise_or_return(out: Any) -> Any:
@@ -412,8 +445,9 @@ class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = True
     supports_sharedmem = True
 
-    # Threads dispatch in microseconds: short batches keep the load balanced.
-    MIN_IDEAL_BATCH_DURATION = 0.005
+    # Threads dispatch in microseconds: short batches keep the load balanced, and tasks of
+    # a couple of milliseconds or more are dispatched one by one, as joblib does.
+    MIN_IDEAL_BATCH_DURATION = 0.002
     MAX_IDEAL_BATCH_DURATION = 0.05
     # joblib's threading backend has no batching to report: keep its verbose output.
     _report_batch_size_changes = False
@@ -459,6 +493,10 @@ class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
             return value
         raise value
 
+    def retrieve_result(self, out: Any, timeout: float | None = None) -> Any:
+        """Wait for the job :meth:`submit` returned (subclasses without the callback)."""
+        return out.get(timeout=timeout if self.supports_timeout else None)
+
     def terminate(self) -> None:
         """Give the threads back for the next call."""
         if self._lease is not None:
@@ -479,7 +517,8 @@ def _worker_initializer(env: dict[str, str], initializer: Any, initargs: tuple) 
         initializer(*initargs)
 
 
-def _mp_context() -> Any:
+def default_mp_context() -> Any:
+    """The multiprocessing context: ``JOBLIB_START_METHOD`` if set, else the platform's."""
     method = os.environ.get("JOBLIB_START_METHOD", "").strip() or None
     return mp.get_context(method)
 
@@ -487,7 +526,9 @@ def _mp_context() -> Any:
 class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     """Runs batches in a :class:`multiprocessing.Pool` (joblib's legacy process backend).
 
-    Batches travel with cloudpickle, so lambdas and functions defined in ``__main__`` work.
+    Batches travel with cloudpickle, so lambdas and functions defined in ``__main__`` work;
+    arrays of at least ``max_nbytes`` travel through shared memory as ``'loky'``'s do (see
+    ``joblib_rs._memmapping``), as joblib's memmapping pool does for this backend.
     The start method is the platform default unless ``JOBLIB_START_METHOD`` names another,
     or a multiprocessing context is passed as ``Parallel(backend=ctx)`` or ``context=ctx``.
     Pool options (``initializer``, ``initargs``, ``maxtasksperchild``) pass through
@@ -500,7 +541,7 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = False
 
     _POOL_OPTIONS = ("initializer", "initargs", "maxtasksperchild", "context")
-    # Parallel's own settings, meaningful for the Rust pool's memmapping (issue 6) only.
+    # Parallel's own settings: memmapping options are read before these are dropped.
     _IGNORED_OPTIONS = ("temp_folder", "max_nbytes", "mmap_mode", "verbose", "prefer", "require")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -510,6 +551,12 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     def _nested_refusal(self) -> str | None:
         if mp.current_process().daemon:
             return "Multiprocessing-backed parallel loops cannot be nested, setting n_jobs=1"
+        if os.environ.get("JOBLIB_RS_WORKER") == "1":
+            # Inside a worker of the Rust pool ('loky'), as joblib refuses below loky.
+            return (
+                "Multiprocessing-backed parallel loops cannot be nested, below loky, "
+                "setting n_jobs=1"
+            )
         if not (self.in_main_thread() or self.nesting_level == 0):
             return (
                 "Multiprocessing-backed parallel loops cannot be nested below threads, "
@@ -543,13 +590,23 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
             )
         return options
 
+    def _memmapping_context(self, backend_kwargs: dict[str, Any]) -> MemmappingContext:
+        """Shared-memory transport of large arrays, from Parallel's memmapping settings."""
+        options = {**self.backend_kwargs, **backend_kwargs}
+        return MemmappingContext(
+            options.get("temp_folder"),
+            options.get("max_nbytes", 1024**2),
+            options.get("mmap_mode", "r"),
+        )
+
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
         """Start a pool of ``n_jobs`` processes (or fall back to sequential for one)."""
         n_jobs = self.effective_n_jobs(n_jobs)
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         options = self._pool_options(backend_kwargs)
-        context = options.pop("context", None) or _mp_context()
+        self._memmapping = self._memmapping_context(backend_kwargs)
+        context = options.pop("context", None) or default_mp_context()
         initargs = (
             self._prepare_worker_env(n_jobs),
             options.pop("initializer", None),
@@ -562,21 +619,28 @@ class MultiprocessingBackend(AutoBatchingMixin, ParallelBackendBase):
     def _make_pool(self, context: Any, n_jobs: int, initargs: tuple, options: dict) -> Any:
         return context.Pool(n_jobs, _worker_initializer, initargs, **options)
 
+    def _drop_memmapping(self) -> None:
+        memmapping = getattr(self, "_memmapping", None)
+        if memmapping is not None:
+            memmapping.cleanup()
+            self._memmapping = None
+
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None):
-        """Send the cloudpickled batch to the pool."""
-        return self._pool.apply_async(
-            _CloudpickledCall(func), (), callback=callback, error_callback=callback
-        )
+        """Send the cloudpickled batch to the pool; large arrays through shared memory."""
+        memmapping = self._memmapping
+        task = _CloudpickledCall(memmapping.wrap(func), memmapping.reduce_array)
+        return self._pool.apply_async(task, (), callback=callback, error_callback=callback)
 
     def retrieve_result_callback(self, out: Any) -> Any:
         """Return the batch's results or raise its exception (worker traceback as cause)."""
         return _raise_or_return(out)
 
     def terminate(self) -> None:
-        """Stop the pool's processes."""
+        """Stop the pool's processes and remove the call's shared-memory files."""
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
+        self._drop_memmapping()
         self.reset_batch_stats()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -607,9 +671,14 @@ class LokyBackend(MultiprocessingBackend):
     supports_return_generator = True
 
     _POOL_OPTIONS = ("initializer", "initargs", "idle_worker_timeout")
+    # Parallel passes the multiprocessing context to every backend, as joblib does; the Rust
+    # pool starts fresh interpreters itself and has no use for it.
+    _IGNORED_OPTIONS = (*MultiprocessingBackend._IGNORED_OPTIONS, "context")
 
     def _nested_refusal(self) -> str | None:
-        if mp.current_process().daemon or os.environ.get("JOBLIB_RS_WORKER") == "1":
+        # A worker of our own pool may start a pool of its own, as loky workers can (an
+        # explicit backend='loky' inside a task); daemonic stdlib workers cannot.
+        if mp.current_process().daemon:
             return (
                 "Loky-backed parallel loops cannot be called in a multiprocessing, "
                 "setting n_jobs=1"

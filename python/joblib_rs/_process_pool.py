@@ -15,6 +15,7 @@ business (``_parallel_backends.LokyBackend``).
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import pickle
 import signal
@@ -121,7 +122,11 @@ class ProcessPool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple = (),
     ) -> None:
-        settings: dict[str, Any] = {"sys_path": list(sys.path)}
+        settings: dict[str, Any] = {
+            "sys_path": list(sys.path),
+            # Managers and other multiprocessing connections check it.
+            "authkey": bytes(multiprocessing.current_process().authkey),
+        }
         if initializer is not None:
             settings["initializer"] = cloudpickle.dumps((initializer, tuple(initargs)))
         init = pickle.dumps(settings)

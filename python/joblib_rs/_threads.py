@@ -6,8 +6,9 @@ back when it ends, so a warm call only pays for queue operations. A lease is exc
 concurrent calls (say, nested ``Parallel`` calls inside workers) never share threads, so one can
 never wait on work queued behind its own waiting task.
 
-Data flow: ``submit(func, callback)`` puts the pair on the lease's ``SimpleQueue``; a worker runs
-``func()`` and calls ``callback((True, value))`` or ``callback((False, exception))``. A lease that
+Data flow: ``submit(func, callback)`` puts a :class:`ThreadJob` on the lease's ``SimpleQueue``; a
+worker runs ``func()``, stores the outcome and calls ``callback((True, value))`` or
+``callback((False, exception))``; ``job.get()`` also waits for the outcome. A lease that
 was aborted is not reused: its queue is drained and its threads exit after their current task.
 """
 
@@ -21,10 +22,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ThreadLease", "lease_threads"]
+__all__ = ["ThreadJob", "ThreadLease", "lease_threads"]
 
-# Idle leases kept per size; more would only hold parked threads.
+# Idle leases kept per size, and idle threads kept in all; more would only hold parked threads.
 _MAX_IDLE_PER_SIZE = 2
+_MAX_IDLE_THREADS = 256
 
 _registry_lock = threading.Lock()
 _idle: dict[int, list[ThreadLease]] = {}
@@ -51,29 +53,20 @@ class ThreadLease:
             t.start()
             self._threads.append(t)
 
-    def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None) -> Any:
+    def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None) -> ThreadJob:
         """Queue ``func``; ``callback`` receives ``(True, value)`` or ``(False, exc)``."""
-        item = (func, callback)
-        self._queue.put(item)
-        return item
+        job = ThreadJob(func, callback)
+        self._queue.put(job)
+        return job
 
     def _work(self) -> None:
         get = self._queue.get
         while True:
-            item = get()
-            if item is None:
+            job = get()
+            if job is None:
                 return
-            func, callback = item
-            try:
-                out = (True, func())
-            except BaseException as exc:
-                out = (False, exc)
-            if callback is not None:
-                try:
-                    callback(out)
-                except BaseException:
-                    sys.excepthook(*sys.exc_info())
-            del item, func, callback, out
+            job.run()
+            del job
 
     def close(self) -> None:
         """Drop queued work and let the threads exit after their current task."""
@@ -96,10 +89,50 @@ class ThreadLease:
             return
         with _registry_lock:
             idle = _idle.setdefault(self.n_threads, [])
-            if len(idle) < _MAX_IDLE_PER_SIZE:
+            parked = sum(size * len(leases) for size, leases in _idle.items())
+            if len(idle) < _MAX_IDLE_PER_SIZE and parked + self.n_threads <= _MAX_IDLE_THREADS:
                 idle.append(self)
                 return
         self.close()
+
+
+class ThreadJob:
+    """One submitted function: its outcome, a callback, and a blocking ``get``."""
+
+    __slots__ = ("_callback", "_done", "_func", "out")
+
+    def __init__(self, func: Callable[[], Any], callback: Callable[[Any], None] | None) -> None:
+        self._func = func
+        self._callback = callback
+        self.out: tuple[bool, Any] | None = None
+        # Held until the outcome is set: get() waits on it without polling.
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def run(self) -> None:
+        try:
+            self.out = (True, self._func())
+        except BaseException as exc:
+            self.out = (False, exc)
+        self._func = None
+        self._done.release()
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            try:
+                callback(self.out)
+            except BaseException:
+                # A worker must survive its callback; report like an uncaught exception.
+                sys.excepthook(*sys.exc_info())
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome: return the value or raise the exception."""
+        if not self._done.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"the job did not complete within {timeout} seconds")
+        self._done.release()
+        ok, value = self.out
+        if ok:
+            return value
+        raise value
 
 
 def lease_threads(n_threads: int) -> ThreadLease:

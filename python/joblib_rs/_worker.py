@@ -61,6 +61,11 @@ def _failure_payload(exc: BaseException) -> bytes:
 
 def _apply_init(settings: dict) -> None:
     sys.path[:] = settings.get("sys_path", sys.path)
+    authkey = settings.get("authkey")
+    if authkey is not None:
+        import multiprocessing
+
+        multiprocessing.current_process().authkey = authkey
     initializer = settings.get("initializer")
     if initializer is not None:
         func, args = pickle.loads(initializer)

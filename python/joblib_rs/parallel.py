@@ -21,18 +21,20 @@ import ast
 import collections
 import functools
 import itertools
+import logging
+import multiprocessing as mp  # noqa: F401 - joblib.parallel.mp is imported by third parties
 import operator
+import os
+import pprint
 import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
 from math import floor, log10, sqrt
 from numbers import Integral
 from typing import Any
-from uuid import uuid4
 
 from joblib_rs._cpu import cpu_count
 from joblib_rs._parallel_backends import (
@@ -44,6 +46,7 @@ from joblib_rs._parallel_backends import (
     SequentialBackend,
     ThreadingBackend,
     TimeoutError,
+    default_mp_context,
 )
 from joblib_rs._progress import make_progress_bar
 
@@ -67,8 +70,7 @@ BACKENDS: dict[str, Callable[..., ParallelBackendBase]] = {
     "threading": ThreadingBackend,
     "sequential": SequentialBackend,
     "multiprocessing": MultiprocessingBackend,
-    # The Rust process pool takes this name over in issue 6; until then it is the
-    # multiprocessing pool with loky's interface (see LokyBackend).
+    # joblib's name for its default process backend: here the Rust process pool.
     "loky": LokyBackend,
 }
 DEFAULT_BACKEND = "loky"
@@ -79,15 +81,21 @@ DEFAULT_PROCESS_BACKEND = "loky"
 _backend = threading.local()
 
 
+class DaskNotInstalledError(ImportError, ValueError):
+    """``backend='dask'`` without dask installed: a ``ValueError`` as joblib raises, and an
+    ``ImportError`` as the missing package suggests."""
+
+
 def _register_dask() -> None:
     try:
-        from joblib_rs._dask import DaskDistributedBackend  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ImportError(
-            "To use the dask.distributed backend you must install both the `dask` and "
-            "distributed modules.\n\nSee https://dask.pydata.org/en/latest/install.html for "
-            "more information."
-        ) from exc
+        import distributed  # noqa: F401
+    except ImportError:
+        raise DaskNotInstalledError(
+            "You are trying to use 'dask' as a joblib parallel backend but dask is not "
+            "installed. Please install dask to fix this error."
+        ) from None
+    from joblib_rs._dask import DaskDistributedBackend
+
     register_parallel_backend("dask", DaskDistributedBackend)
 
 
@@ -95,11 +103,13 @@ def _register_dask() -> None:
 EXTERNAL_BACKENDS: dict[str, Callable[[], None]] = {"dask": _register_dask}
 
 
-@dataclass(frozen=True)
 class _Sentinel:
     """Marks a parameter left at its default, so a context manager may override it."""
 
-    default_value: Any
+    __slots__ = ("default_value",)
+
+    def __init__(self, default_value: Any) -> None:
+        self.default_value = default_value
 
     def __repr__(self) -> str:
         return f"default({self.default_value!r})"
@@ -119,6 +129,7 @@ default_parallel_config: dict[str, Any] = {
 VALID_BACKEND_HINTS = ("processes", "threads", None)
 VALID_BACKEND_CONSTRAINTS = ("sharedmem", None)
 VALID_RETURN_AS = ("list", "generator", "generator_unordered")
+VALID_MMAP_MODES = (None, "r+", "r", "w+", "c")
 
 
 def _get_config_param(param: Any, context_config: dict[str, Any], key: str) -> Any:
@@ -446,7 +457,13 @@ class _DelayedFunction:
         # functools.wraps would have copied them.
         if name == "__wrapped__":
             raise AttributeError(name)
-        return getattr(self.__wrapped__, name)
+        try:
+            return getattr(self.__wrapped__, name)
+        except AttributeError:
+            if name in ("__name__", "__qualname__"):
+                # e.g. functools.partial objects have no name: use their type's.
+                return type(self.__wrapped__).__name__
+            raise
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
@@ -707,8 +724,8 @@ class Parallel:
         None means 1 unless a :class:`parallel_config` sets another value. Converted to int;
         0 raises ``ValueError``.
     backend : str, ParallelBackendBase or None, default=None
-        ``'loky'`` (the default: worker processes; until the Rust process pool lands it runs
-        on the multiprocessing pool), ``'multiprocessing'``, ``'threading'``,
+        ``'loky'`` (the default: worker processes of the Rust process pool),
+        ``'multiprocessing'``, ``'threading'``,
         ``'sequential'``, a name registered with :func:`register_parallel_backend`, a backend
         instance, or a ``multiprocessing`` context. Libraries should rather set ``prefer`` or
         ``require`` so users can choose with :class:`parallel_config`.
@@ -784,6 +801,8 @@ class Parallel:
         )
         nesting_level = active_backend.nesting_level
         self.verbose = _get_config_param(verbose, context_config, "verbose")
+        if not isinstance(self.verbose, Integral | float):
+            raise ValueError(f"verbose must be an int, got {self.verbose!r}")
         self.timeout = timeout
         if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"timeout must be a positive number or None, got {timeout!r}")
@@ -812,11 +831,18 @@ class Parallel:
                 )
             },
         }
+        if self._backend_kwargs["mmap_mode"] not in VALID_MMAP_MODES:
+            raise ValueError(
+                f"mmap_mode must be one of {VALID_MMAP_MODES}, "
+                f"got {self._backend_kwargs['mmap_mode']!r}"
+            )
         if isinstance(self._backend_kwargs["max_nbytes"], str):
             self._backend_kwargs["max_nbytes"] = _memstr_to_bytes(
                 self._backend_kwargs["max_nbytes"]
             )
         self._backend_kwargs["verbose"] = max(0, self._backend_kwargs["verbose"] - 50)
+        # The multiprocessing context for process pools, as joblib passes it to configure().
+        self._backend_kwargs["context"] = default_mp_context()
 
         if backend is default_parallel_config["backend"] or backend is None:
             backend = active_backend
@@ -879,7 +905,7 @@ class Parallel:
         self._running = False
         self._managed_backend = False
         self._calling = False
-        self._id = uuid4().hex
+        self._id = os.urandom(16).hex()
         self._call_id: str | None = None
         self._call_ref: Any = None
         self._original_iterator: Any = None
@@ -888,6 +914,7 @@ class Parallel:
         self._aborted = False
         self._exception = False
         self._progress_bar: Any = None
+        self._cleanup_thread: threading.Thread | None = None
         self.n_tasks: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -976,13 +1003,14 @@ class Parallel:
         if self._aborting or iterator is None:
             return False
         with self._lock:
-            if self._ready_batches:
-                self._dispatch(self._ready_batches.popleft())
-                return True
-            batch_size = self._get_batch_size()
-            n_jobs = self._cached_effective_n_jobs
-            big_batch_size = batch_size * n_jobs
+            batch_size = 1
             try:
+                if self._ready_batches:
+                    self._dispatch(self._ready_batches.popleft())
+                    return True
+                batch_size = self._get_batch_size()
+                n_jobs = self._cached_effective_n_jobs
+                big_batch_size = batch_size * n_jobs
                 tasks = list(itertools.islice(iterator, big_batch_size))
                 if not tasks:
                     return False
@@ -1196,9 +1224,10 @@ class Parallel:
                 # Collected in another thread: clean up in a thread of our own so no
                 # thread ever joins itself.
                 detached = True
-                threading.Thread(
+                self._cleanup_thread = threading.Thread(
                     target=self._abort_and_reset, name="joblib_rs-generator-exit", daemon=True
-                ).start()
+                )
+                self._cleanup_thread.start()
                 return
             self._abort()
             if self.return_generator:
@@ -1213,17 +1242,22 @@ class Parallel:
                 self._jobs = collections.deque()
                 self._jobs_set = set()
                 self._ready_batches.clear()
-                self._running = False
+                if not detached:
+                    # Otherwise the detached clean-up frees the instance when it is done.
+                    self._running = False
             if not detached:
                 self._close_progress_bar()
                 self._terminate_and_reset()
 
     def _abort_and_reset(self) -> None:
-        self._abort()
-        if self.return_generator:
-            self._warn_exit_early()
-        self._close_progress_bar()
-        self._terminate_and_reset()
+        try:
+            self._abort()
+            if self.return_generator:
+                self._warn_exit_early()
+            self._close_progress_bar()
+            self._terminate_and_reset()
+        finally:
+            self._running = False
 
     def _close_progress_bar(self) -> None:
         if self._progress_bar is not None:
@@ -1263,6 +1297,11 @@ class Parallel:
             self._close_progress_bar()
 
     def _reset_run_tracking(self) -> None:
+        cleanup = self._cleanup_thread
+        if cleanup is not None and cleanup is not threading.current_thread():
+            # A generator collected in another thread is still being cleaned up.
+            cleanup.join()
+            self._cleanup_thread = None
         with self._lock:
             if self._running:
                 msg = "This Parallel instance is already running !"
@@ -1313,12 +1352,26 @@ class Parallel:
             next(output)
             return output if self.return_generator else list(output)
 
+        try:
+            output = self._prepare_parallel_run(iterable, n_jobs)
+        except BaseException:
+            # Bad pre_dispatch, no workers, a non-iterable...: leave the instance reusable.
+            self._running = False
+            self._close_progress_bar()
+            self._terminate_and_reset()
+            raise
+        # Run the generator to its first yield: this dispatches the first batches.
+        next(output)
+        return output if self.return_generator else list(output)
+
+    def _prepare_parallel_run(
+        self, iterable: Iterable[Any], n_jobs: int
+    ) -> Generator[Any, None, None]:
         with self._lock:
-            self._call_id = uuid4().hex
+            self._call_id = os.urandom(16).hex()
         self._cached_effective_n_jobs = n_jobs
         backend_name = type(self._backend).__name__
         if n_jobs == 0:
-            self._running = False
             raise RuntimeError(f"{backend_name} has no active worker.")
         self._print(f"Using backend {backend_name} with {n_jobs} concurrent workers.")
         if hasattr(self._backend, "start_call"):
@@ -1341,9 +1394,25 @@ class Parallel:
         self._pickle_cache = {}
         output = self._get_outputs(iterator, pre_dispatch)
         self._call_ref = weakref.ref(output)
-        # Run the generator to its first yield: this dispatches the first batches.
-        next(output)
-        return output if self.return_generator else list(output)
+        return output
+
+    # joblib's Parallel inherits these from its Logger: messages go to the `logging` module.
+
+    def debug(self, msg: str) -> None:
+        """Log ``msg`` at DEBUG level on the ``'joblib'`` logger."""
+        logging.getLogger("joblib").debug("[%s]: %s", self, msg)
+
+    def info(self, msg: str) -> None:
+        """Log ``msg`` at INFO level."""
+        logging.getLogger("joblib").info("[%s]: %s", self, msg)
+
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` at WARNING level on the ``'joblib'`` logger."""
+        logging.getLogger("joblib").warning("[%s]: %s", self, msg)
+
+    def format(self, obj: Any, indent: int = 0) -> str:
+        """Pretty-print ``obj`` to a string, nesting at most 3 levels."""
+        return pprint.pformat(obj, indent=indent, depth=3)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_jobs={self.n_jobs})"

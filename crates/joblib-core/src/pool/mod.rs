@@ -1,10 +1,11 @@
 //! The worker process pool behind the default `'loky'` backend (protocol: `docs/pool.md`).
 //!
 //! ```text
-//!   submit(payload) ──► tasks (one queue) ──┬──► writer thread 0 ──frame──► worker 0 (python)
-//!                                           └──► writer thread 1 ──frame──► worker 1
-//!                          one task per worker at a time (credits)           │
-//!   next_event() ◄── events ◄── reader thread 0 ◄──frame── Done/Failed ──────┘
+//!   submit(payload) ──► tasks ──► dispatcher ──┬──► writer thread 0 ──frame──► worker 0 (python)
+//!                                  ▲ (idle first,└──► writer thread 1 ──frame──► worker 1
+//!                                  │  then one prefetch per busy worker)          │
+//!                                  └── Done(n) / Dead(n) signals ◄─┐              │
+//!   next_event() ◄── events ◄── reader thread 0 ◄──frame── Done/Failed ───────────┘
 //!                         ◄── reader thread 1 ◄── ...
 //!                         ◄── WorkerDied{exit status, lost tasks} on EOF + waitpid
 //! ```
@@ -15,6 +16,7 @@
 //! Workers leave when their socket closes, and `PR_SET_PDEATHSIG` kills them if the parent
 //! dies while they are busy.
 
+mod dispatch;
 mod frame;
 mod spawn;
 
@@ -27,15 +29,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use dispatch::Signal;
 
 pub use frame::{Frame, FrameKind, MAX_FRAME, read_frame, write_frame};
 pub use spawn::{WORKER_FD, WorkerCommand, spawn_worker};
-
-/// Tasks a worker holds at once. One: a task never queues behind a long one on a busy worker
-/// while another worker is idle. The round trip this costs per task is amortised by
-/// `Parallel`'s auto-batching.
-const IN_FLIGHT: usize = 1;
 
 /// Errors of the pool.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +123,7 @@ pub struct ProcessPool {
     tasks: Mutex<Option<Sender<Task>>>,
     events: Receiver<Event>,
     workers: Mutex<Vec<Worker>>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
     broken: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
@@ -151,25 +150,47 @@ impl ProcessPool {
         }
         let (task_tx, task_rx) = unbounded::<Task>();
         let (event_tx, event_rx) = unbounded::<Event>();
+        let (signal_tx, signal_rx) = unbounded::<Signal>();
         let closing = Arc::new(AtomicBool::new(false));
         let broken = Arc::new(Mutex::new(None));
         let pool = Self {
             tasks: Mutex::new(Some(task_tx)),
             events: event_rx,
             workers: Mutex::new(Vec::with_capacity(size)),
+            dispatcher: Mutex::new(None),
             closing: Arc::clone(&closing),
             broken: Arc::clone(&broken),
             next_id: AtomicU64::new(1),
             size,
         };
-        for _ in 0..size {
-            let worker = start_worker(command, init, &task_rx, &event_tx, &closing, &broken);
-            match worker {
+        let mut writers = Vec::with_capacity(size);
+        for index in 0..size {
+            let (writer_tx, writer_rx) = unbounded::<Task>();
+            let links = Links {
+                index,
+                tasks: writer_rx,
+                signals: signal_tx.clone(),
+                events: event_tx.clone(),
+                closing: Arc::clone(&closing),
+                broken: Arc::clone(&broken),
+            };
+            match start_worker(command, init, links) {
                 Ok(w) => lock(&pool.workers).push(w),
                 Err(e) => {
                     pool.terminate();
                     return Err(e);
                 }
+            }
+            writers.push(writer_tx);
+        }
+        let dispatcher = std::thread::Builder::new()
+            .name("joblib-rs-dispatch".into())
+            .spawn(move || dispatch::run(task_rx, signal_rx, writers));
+        match dispatcher {
+            Ok(handle) => *lock(&pool.dispatcher) = Some(handle),
+            Err(e) => {
+                pool.terminate();
+                return Err(e.into());
             }
         }
         Ok(pool)
@@ -232,6 +253,7 @@ impl ProcessPool {
         lock(&self.tasks).take();
         let deadline = Instant::now() + grace;
         let workers: Vec<Worker> = lock(&self.workers).drain(..).collect();
+        self.join_dispatcher();
         for w in &workers {
             loop {
                 let exited = lock(&w.child)
@@ -255,7 +277,15 @@ impl ProcessPool {
         for w in &workers {
             let _ = lock(&w.child).kill();
         }
+        self.join_dispatcher();
         finish(workers);
+    }
+
+    /// The dispatcher returns once submission is closed (the task sender dropped above).
+    fn join_dispatcher(&self) {
+        if let Some(handle) = lock(&self.dispatcher).take() {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -279,14 +309,25 @@ fn finish(workers: Vec<Worker>) {
     }
 }
 
-fn start_worker(
-    command: &WorkerCommand,
-    init: &[u8],
-    tasks: &Receiver<Task>,
-    events: &Sender<Event>,
-    closing: &Arc<AtomicBool>,
-    broken: &Arc<Mutex<Option<String>>>,
-) -> Result<Worker, PoolError> {
+/// A worker's connections to the rest of the pool.
+struct Links {
+    index: usize,
+    tasks: Receiver<Task>,
+    signals: Sender<Signal>,
+    events: Sender<Event>,
+    closing: Arc<AtomicBool>,
+    broken: Arc<Mutex<Option<String>>>,
+}
+
+fn start_worker(command: &WorkerCommand, init: &[u8], links: Links) -> Result<Worker, PoolError> {
+    let Links {
+        index,
+        tasks,
+        signals,
+        events,
+        closing,
+        broken,
+    } = links;
     let (child, socket) = spawn_worker(command)?;
     let pid = child.id();
     let child = Arc::new(Mutex::new(child));
@@ -296,34 +337,28 @@ fn start_worker(
     // Tasks this worker holds; `None` once it died (late tasks are then dropped: the pool is
     // broken and its owner fails everything).
     let held: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(Some(Vec::new())));
-    let (credit_tx, credit_rx) = bounded::<()>(IN_FLIGHT);
 
     let writer = {
-        let tasks = tasks.clone();
         let held = Arc::clone(&held);
         std::thread::Builder::new()
             .name(format!("joblib-rs-send-{pid}"))
             .spawn(move || {
-                // Take a credit first so a busy worker never grabs a task an idle one could run.
-                while credit_tx.send(()).is_ok() {
-                    let Ok(task) = tasks.recv() else { break };
+                for task in tasks {
                     match lock(&held).as_mut() {
                         Some(list) => list.push(task.id),
-                        None => break,
+                        None => return,
                     }
                     if write_frame(&mut write_end, FrameKind::Task, task.id, &task.payload).is_err()
                     {
-                        break;
+                        return;
                     }
                 }
+                // The dispatcher let go: submission is closed.
                 let _ = write_frame(&mut write_end, FrameKind::Shutdown, 0, &[]);
             })?
     };
 
     let reader = {
-        let events = events.clone();
-        let closing = Arc::clone(closing);
-        let broken = Arc::clone(broken);
         let child = Arc::clone(&child);
         std::thread::Builder::new()
             .name(format!("joblib-rs-recv-{pid}"))
@@ -335,7 +370,7 @@ fn start_worker(
                             if let Some(list) = lock(&held).as_mut() {
                                 list.retain(|&id| id != frame.task_id);
                             }
-                            let _ = credit_rx.try_recv();
+                            let _ = signals.send(Signal::Done(index));
                             if frame.kind == FrameKind::Done {
                                 Event::Done {
                                     task_id: frame.task_id,
@@ -356,7 +391,7 @@ fn start_worker(
                 }
                 // The worker is gone (or spoke garbage): reap it and say how it ended.
                 let lost = lock(&held).take().unwrap_or_default();
-                drop(credit_rx);
+                let _ = signals.send(Signal::Dead(index));
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
