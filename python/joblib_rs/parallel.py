@@ -81,18 +81,21 @@ DEFAULT_PROCESS_BACKEND = "loky"
 _backend = threading.local()
 
 
+class DaskNotInstalledError(ImportError, ValueError):
+    """``backend='dask'`` without dask installed: a ``ValueError`` as joblib raises, and an
+    ``ImportError`` as the missing package suggests."""
+
+
 def _register_dask() -> None:
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise ValueError(
+        raise DaskNotInstalledError(
             "You are trying to use 'dask' as a joblib parallel backend but dask is not "
             "installed. Please install dask to fix this error."
         ) from None
-    try:
-        from joblib_rs._dask import DaskDistributedBackend  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ImportError("The dask backend of joblib-rs is not available yet.") from exc
+    from joblib_rs._dask import DaskDistributedBackend
+
     register_parallel_backend("dask", DaskDistributedBackend)
 
 
