@@ -464,9 +464,6 @@ def test_without_dask_the_import_error_says_what_to_install():
 
 
 def test_memory_shared_by_tasks_on_different_workers(client, tmp_path):
-    pytest.importorskip(
-        "joblib_rs.memory", reason="Memory is not in this build yet (branch 'memory')"
-    )
     location, log_dir = tmp_path / "cache", tmp_path / "log"
     log_dir.mkdir()
     xs = [0, 1, 2] * 4

@@ -419,14 +419,39 @@ def test_keyboard_interrupt_stops_process_workers(backend):
     import multiprocessing
 
     # Idle workers kept by earlier 'loky' calls may exist; the interrupted call may reuse them.
-    before = set(multiprocessing.active_children())
+    before = set(multiprocessing.active_children()) | _rust_pool_workers()
     with pytest.raises(KeyboardInterrupt):
         Parallel(n_jobs=2, backend=backend, batch_size=1)(
             delayed(_interrupt_parent_on_first)(i) for i in range(500)
         )
-    # The workers of the interrupted call were killed, not left running the remaining tasks.
+    # The workers of the interrupted call were killed, not left running the remaining tasks
+    # ('loky' workers are not multiprocessing children: they are found through /proc).
     assert set(multiprocessing.active_children()) <= before
+    if backend == "loky":
+        # The interrupted call's pool (possibly the idle one it reused) is gone entirely.
+        deadline = time.monotonic() + 20
+        while _rust_pool_workers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _rust_pool_workers()
     assert Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]
+
+
+def _rust_pool_workers() -> set[int]:
+    """Live children of this process running the joblib-rs worker."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == os.getpid() and b"joblib_rs._worker" in cmdline:
+            found.add(int(entry))
+    return found
 
 
 def test_joblib_start_method_environment_variable(monkeypatch):

@@ -37,6 +37,7 @@ from numbers import Integral
 from typing import Any
 
 from joblib_rs._cpu import cpu_count
+from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
 from joblib_rs._parallel_backends import (
     AutoBatchingMixin,
     FallbackToBackend,
@@ -1155,6 +1156,7 @@ class Parallel:
         deadline = None
         with self._lock:
             while True:
+                raise_if_interrupted()
                 if self._aborting:
                     error_job = next((j for j in self._jobs if j.status == TASK_ERROR), None)
                     if error_job is not None:
@@ -1210,7 +1212,9 @@ class Parallel:
     def _get_outputs(self, iterator: Any, pre_dispatch: Any) -> Generator[Any, None, None]:
         dispatch_thread_id = threading.get_ident()
         detached = False
+        interrupts = watch_interrupts()
         try:
+            interrupts.__enter__()
             self._start(iterator, pre_dispatch)
             # The first yield only makes the generator enter this try block.
             yield
@@ -1238,6 +1242,7 @@ class Parallel:
             self._abort()
             raise
         finally:
+            interrupts.__exit__(None, None, None)
             with self._lock:
                 self._jobs = collections.deque()
                 self._jobs_set = set()
