@@ -33,6 +33,8 @@ from typing import Any
 
 import cloudpickle
 
+from joblib_rs import _task_pickle
+
 __all__ = ["MemmappingContext", "resolve_temp_folder"]
 
 #: /dev/shm is used only when it has at least this much room, as joblib does.
@@ -256,11 +258,16 @@ class _ResultPickler(cloudpickle.Pickler):
                 return _memmap_reference(obj, backing)
         if (self._ndarray is not None and type(obj) is self._ndarray
                 and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
-            os.makedirs(self._folder, exist_ok=True)
-            path = os.path.join(self._folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
-            order = _write_array(obj, path)
-            return attach_result, (path, _dtype_spec(obj.dtype), obj.shape, order)
+            return _share_result_array(obj, self._folder)
         return super().reducer_override(obj)
+
+
+def _share_result_array(array: Any, folder: str) -> tuple[Any, ...]:
+    """Writes a result array into the call's folder; the reduction that maps it back."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
+    order = _write_array(array, path)
+    return attach_result, (path, _dtype_spec(array.dtype), array.shape, order)
 
 
 class SharedResult:
@@ -274,9 +281,22 @@ class SharedResult:
         self.max_nbytes = max_nbytes
 
     def __reduce__(self) -> tuple[Any, ...]:
-        buffer = io.BytesIO()
-        _ResultPickler(buffer, self.folder, self.max_nbytes).dump(self.value)
-        return pickle.loads, (buffer.getvalue(),)
+        payload = _task_pickle.dumps(
+            self.value,
+            self._reduce_array,
+            lambda buffer: _ResultPickler(buffer, self.folder, self.max_nbytes),
+        )
+        return pickle.loads, (payload,)
+
+    def _reduce_array(self, obj: Any) -> Any:
+        # The fast pickler's share of _ResultPickler.reducer_override.
+        backing = _backing_memmap(obj) if type(obj) is _numpy().memmap else None
+        if backing is not None:
+            return _memmap_reference(obj, backing)
+        if type(obj) is _numpy().ndarray and obj.nbytes >= self.max_nbytes \
+                and not obj.dtype.hasobject:
+            return _share_result_array(obj, self.folder)
+        return NotImplemented
 
 
 def _cleanup_all() -> None:

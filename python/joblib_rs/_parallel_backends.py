@@ -781,6 +781,10 @@ class _ReusablePool:
         self._busy = False
         self._deadline: float | None = None
         self._reaper: threading.Thread | None = None
+        # When the reaper will next look at the deadline on its own (None: only when woken).
+        # A release only wakes it when the new deadline comes sooner, so the common case
+        # (reuse within the timeout) costs no thread switch.
+        self._reaper_wakes_at: float | None = None
 
     def acquire(self, key: Any, make: Callable[[], Any]) -> Any:
         stale = None
@@ -817,7 +821,8 @@ class _ReusablePool:
                         target=self._reap, name="joblib-rs-pool-reaper", daemon=True
                     )
                     self._reaper.start()
-                self._wakeup.notify()
+                elif self._reaper_wakes_at is None or self._deadline < self._reaper_wakes_at:
+                    self._wakeup.notify()
                 return
         pool.terminate()
 
@@ -833,10 +838,12 @@ class _ReusablePool:
             with self._lock:
                 while True:
                     if self._deadline is None:
+                        self._reaper_wakes_at = None
                         self._wakeup.wait()
                         continue
                     remaining = self._deadline - time.monotonic()
                     if remaining > 0:
+                        self._reaper_wakes_at = self._deadline
                         self._wakeup.wait(remaining)
                         continue
                     break
@@ -859,7 +866,7 @@ class _ReusablePool:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._pool, self._key, self._busy = None, None, False
-        self._deadline, self._reaper = None, None
+        self._deadline, self._reaper, self._reaper_wakes_at = None, None, None
 
 
 _reusable_pool = _ReusablePool()

@@ -2,14 +2,15 @@
 
 ::
 
-    submit(fn) ─ cloudpickle ─► _core.ProcessPool ══ frames ══► worker processes
+    submit(fn) ─ pickle ─► _core.ProcessPool ══ frames ══► worker processes
         │                              ║ (Rust threads, no GIL)
     Future ◄─ set_result ◄─ result thread ◄─ next_event() ◄─────┘
 
-One result thread per pool blocks in Rust (without the GIL) on the pool's event queue and
-resolves futures, so callers wait on events, never on a polling sleep. Reuse between
-``Parallel`` calls, the idle timeout and shutdown at exit are the ``'loky'`` backend's
-business (``_parallel_backends.LokyBackend``).
+Tasks are pickled by ``_task_pickle``: the C pickler when everything in them can travel
+by reference, cloudpickle otherwise. One result thread per pool blocks in Rust (without the
+GIL) on the pool's event queue and resolves futures, so callers wait on events, never on a
+polling sleep. Reuse between ``Parallel`` calls, the idle timeout and shutdown at exit are
+the ``'loky'`` backend's business (``_parallel_backends.LokyBackend``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 
-from joblib_rs import _core
+from joblib_rs import _core, _task_pickle
 from joblib_rs.exceptions import RemoteTraceback, TerminatedWorkerError
 
 __all__ = ["ProcessPool", "worker_environment"]
@@ -178,11 +179,10 @@ class ProcessPool:
                 _StdlibTaskPickler(buffer).dump(fn)
                 payload = buffer.getvalue()
             elif reduce_array is None or "numpy" not in sys.modules:
-                payload = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+                payload = _task_pickle.dumps(fn)
             else:
-                buffer = io.BytesIO()
-                _TaskPickler(buffer, reduce_array).dump(fn)
-                payload = buffer.getvalue()
+                payload = _task_pickle.dumps(
+                    fn, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array))
         except Exception as exc:
             raise pickle.PicklingError(
                 f"Could not pickle the task to send it to the workers: {exc}") from exc

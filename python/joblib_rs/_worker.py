@@ -37,15 +37,19 @@ def _read_frame(stream: BinaryIO) -> tuple[int, int, bytes] | None:
 
 
 def _send(sock: socket.socket, kind: int, task_id: int, payload: bytes = b"") -> None:
-    sock.sendall(HEADER.pack(9 + len(payload), kind, task_id))
-    if payload:
+    header = HEADER.pack(9 + len(payload), kind, task_id)
+    if len(payload) <= 1 << 16:
+        # One write, so the parent wakes once per frame; copying a small payload is cheaper.
+        sock.sendall(header + payload)
+    else:
+        sock.sendall(header)
         sock.sendall(payload)
 
 
 def _dumps(obj: object) -> bytes:
-    import cloudpickle
+    from joblib_rs import _task_pickle
 
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _task_pickle.dumps(obj)
 
 
 def _failure_payload(exc: BaseException) -> bytes:

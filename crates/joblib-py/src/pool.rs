@@ -54,7 +54,9 @@ impl PyProcessPool {
         Ok(Self { inner })
     }
 
-    /// Queues a pickled task; returns its id.
+    /// Queues a pickled task; returns its id. A small task is written to a worker's socket
+    /// before this returns: a short non-blocking write, done with the GIL held because
+    /// giving the GIL up and taking it back costs more than the write.
     fn submit(&self, payload: &[u8]) -> PyResult<u64> {
         self.inner.submit(payload.to_vec()).into_py_result()
     }

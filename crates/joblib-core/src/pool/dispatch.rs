@@ -1,8 +1,7 @@
 //! Which worker runs the next task.
 //!
-//! One dispatcher thread per pool owns the queue of submitted tasks and how many tasks each
-//! worker holds. An idle worker always gets the next task. When every worker is busy, one of
-//! them gets a second, prefetched task so it starts it the moment it finishes the current one
+//! The [`Scheduler`] holds the queue of submitted tasks and how many tasks each worker
+//! holds. An idle worker always gets the next task. When every worker is busy, one of them gets a second, prefetched task so it starts it the moment it finishes the current one
 //! instead of idling for a round trip through the parent: the worker whose current task
 //! started last, the least likely to be stuck in a long one. A worker never holds more than
 //! [`MAX_HELD`] tasks, so a short task never waits long behind a slow one while another
@@ -11,23 +10,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, select};
-
 use super::Task;
 
 /// Tasks one worker may hold: the one it runs and one prefetched.
 pub const MAX_HELD: usize = 2;
 
-/// News from a worker's reader thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    /// Worker `n` finished a task.
-    Done(usize),
-    /// Worker `n` is gone.
-    Dead(usize),
-}
-
-/// What the dispatcher knows of one worker.
+/// What the scheduler knows of one worker.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     /// Alive and accepting tasks.
@@ -50,60 +38,92 @@ pub fn pick(slots: &[Slot]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// The dispatcher loop: runs until the submit side closes or every worker is gone. Dropping
-/// `writers` on return tells each writer thread to send its worker the shutdown frame.
-pub fn run(tasks: Receiver<Task>, signals: Receiver<Signal>, writers: Vec<Sender<Task>>) {
-    let now = Instant::now();
-    let mut slots: Vec<Slot> = writers
-        .iter()
-        .map(|_| Slot {
-            alive: true,
-            held: 0,
-            started: now,
-        })
-        .collect();
-    let mut pending: VecDeque<Task> = VecDeque::new();
-    loop {
-        while !pending.is_empty() {
-            let Some(i) = pick(&slots) else { break };
-            let Some(task) = pending.pop_front() else {
+/// The scheduling state of a pool: tasks waiting for a worker and what each worker holds.
+///
+/// It has no thread of its own. Whoever changes the state (a caller submitting, a reader
+/// thread seeing a task finish or a worker die) calls it under the pool's lock and delivers
+/// the assignments it returns, so a task reaches a worker without waking any other thread.
+#[derive(Debug)]
+pub struct Scheduler {
+    slots: Vec<Slot>,
+    pending: VecDeque<Task>,
+    closed: bool,
+}
+
+impl Scheduler {
+    /// A scheduler for `workers` idle workers.
+    pub fn new(workers: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            slots: vec![
+                Slot {
+                    alive: true,
+                    held: 0,
+                    started: now,
+                };
+                workers
+            ],
+            pending: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// Queues `task`; returns the tasks to send now, with the worker each goes to.
+    /// A closed scheduler gives the task back.
+    pub fn submit(&mut self, task: Task) -> Result<Vec<(usize, Task)>, Task> {
+        if self.closed {
+            return Err(task);
+        }
+        self.pending.push_back(task);
+        Ok(self.assign())
+    }
+
+    /// Worker `i` finished a task.
+    pub fn done(&mut self, i: usize) -> Vec<(usize, Task)> {
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.held = slot.held.saturating_sub(1);
+            if slot.held > 0 {
+                // Its prefetched task starts now.
+                slot.started = Instant::now();
+            }
+        }
+        self.assign()
+    }
+
+    /// Worker `i` is gone: it gets nothing more.
+    pub fn dead(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.alive = false;
+        }
+    }
+
+    /// No more tasks: the queued ones are dropped (their owner fails them).
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.pending.clear();
+    }
+
+    /// Tasks queued and not yet sent.
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn assign(&mut self) -> Vec<(usize, Task)> {
+        let mut out = Vec::new();
+        while !self.pending.is_empty() {
+            let Some(i) = pick(&self.slots) else { break };
+            let Some(task) = self.pending.pop_front() else {
                 break;
             };
-            let slot = &mut slots[i];
+            let slot = &mut self.slots[i];
             if slot.held == 0 {
                 slot.started = Instant::now();
             }
             slot.held += 1;
-            if writers[i].send(task).is_err() {
-                slot.alive = false;
-            }
+            out.push((i, task));
         }
-        if slots.iter().all(|s| !s.alive) {
-            return;
-        }
-        select! {
-            recv(tasks) -> task => match task {
-                Ok(task) => pending.push_back(task),
-                Err(_) => return,
-            },
-            recv(signals) -> signal => match signal {
-                Ok(Signal::Done(i)) => {
-                    if let Some(slot) = slots.get_mut(i) {
-                        slot.held = slot.held.saturating_sub(1);
-                        if slot.held > 0 {
-                            // Its prefetched task starts now.
-                            slot.started = Instant::now();
-                        }
-                    }
-                }
-                Ok(Signal::Dead(i)) => {
-                    if let Some(slot) = slots.get_mut(i) {
-                        slot.alive = false;
-                    }
-                }
-                Err(_) => return,
-            },
-        }
+        out
     }
 }
 
@@ -144,33 +164,43 @@ mod tests {
         assert_eq!(pick(&[]), None);
     }
 
-    #[test]
-    fn run_spreads_tasks_and_stops_when_submission_closes() {
-        let (task_tx, task_rx) = crossbeam_channel::unbounded();
-        let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
-        let (w0_tx, w0_rx) = crossbeam_channel::unbounded();
-        let (w1_tx, w1_rx) = crossbeam_channel::unbounded();
-        let dispatcher = std::thread::spawn(move || run(task_rx, signal_rx, vec![w0_tx, w1_tx]));
-        for id in 1..=5 {
-            task_tx
-                .send(Task {
-                    id,
-                    payload: Vec::new(),
-                })
-                .unwrap();
+    fn task(id: u64) -> Task {
+        Task {
+            id,
+            payload: Vec::new(),
         }
+    }
+
+    fn ids(assigned: &[(usize, Task)]) -> Vec<(usize, u64)> {
+        assigned.iter().map(|(w, t)| (*w, t.id)).collect()
+    }
+
+    #[test]
+    fn scheduler_spreads_tasks_then_prefetches_then_waits() {
+        let mut s = Scheduler::new(2);
         // Two idle workers, then one prefetch each: four tasks out, the fifth waits.
-        let got = |rx: &Receiver<Task>| rx.recv_timeout(Duration::from_secs(5)).unwrap().id;
-        let mut first = vec![got(&w0_rx), got(&w0_rx), got(&w1_rx), got(&w1_rx)];
-        first.sort_unstable();
-        assert_eq!(first, vec![1, 2, 3, 4]);
-        assert!(w0_rx.recv_timeout(Duration::from_millis(100)).is_err());
-        assert!(w1_rx.recv_timeout(Duration::from_millis(1)).is_err());
-        signal_tx.send(Signal::Done(1)).unwrap();
-        assert_eq!(got(&w1_rx), 5);
-        drop(task_tx);
-        dispatcher.join().unwrap();
-        // The writers' channels are closed: their threads would now send the shutdown frame.
-        assert!(w0_rx.recv().is_err());
+        let mut out = Vec::new();
+        for id in 1..=5 {
+            out.extend(ids(&s.submit(task(id)).unwrap()));
+        }
+        assert_eq!(out.len(), 4);
+        assert_eq!(&out[..2], &[(0, 1), (1, 2)]);
+        assert_eq!(s.queued(), 1);
+        // Worker 1 finishing frees a place: the fifth task goes there at once.
+        assert_eq!(ids(&s.done(1)), vec![(1, 5)]);
+        assert!(s.done(0).is_empty());
+    }
+
+    #[test]
+    fn dead_workers_get_nothing_and_closing_drops_the_queue() {
+        let mut s = Scheduler::new(2);
+        s.dead(0);
+        assert_eq!(ids(&s.submit(task(1)).unwrap()), vec![(1, 1)]);
+        assert_eq!(ids(&s.submit(task(2)).unwrap()), vec![(1, 2)]);
+        assert!(s.submit(task(3)).unwrap().is_empty());
+        s.close();
+        assert_eq!(s.queued(), 0);
+        assert!(s.submit(task(4)).is_err());
+        assert!(s.done(1).is_empty());
     }
 }

@@ -1,15 +1,19 @@
 //! The worker process pool behind the default `'loky'` backend (protocol: `docs/pool.md`).
 //!
 //! ```text
-//!   submit(payload) ──► tasks ──► dispatcher ──┬──► writer thread 0 ──frame──► worker 0 (python)
-//!                                  ▲ (idle first,└──► writer thread 1 ──frame──► worker 1
-//!                                  │  then one prefetch per busy worker)          │
-//!                                  └── Done(n) / Dead(n) signals ◄─┐              │
-//!   next_event() ◄── events ◄── reader thread 0 ◄──frame── Done/Failed ───────────┘
-//!                         ◄── reader thread 1 ◄── ...
+//!   submit(payload) ─► Scheduler (under a lock; idle worker first, then one prefetch each)
+//!        │ small task: written at once by the submitting thread ──frame──► worker 0 (python)
+//!        └ large task: queued for worker n's writer thread ─────frame──► worker 1
+//!                                     ▲                                        │
+//!                                     └── a finished task frees a place: ◄─────┤
+//!                                         its reader thread sends the next     │
+//!   next_event() ◄── events ◄── reader thread n ◄──frame── Done/Failed ────────┘
 //!                         ◄── WorkerDied{exit status, lost tasks} on EOF + waitpid
 //! ```
 //!
+//! A task travels from the caller to the worker's socket with no thread hop in between; only
+//! payloads too large for the socket buffer go through a writer thread, so a caller never
+//! blocks on a busy worker.
 //! Every blocking read, write and wait runs on these Rust threads; the caller only blocks in
 //! [`ProcessPool::next_event`], which the bindings call without the GIL. A worker that dies
 //! breaks the pool: its event names the exit code or signal, and the owner replaces the pool.
@@ -30,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use dispatch::Signal;
+use dispatch::Scheduler;
 
 pub use frame::{Frame, FrameKind, MAX_FRAME, read_frame, write_frame};
 pub use spawn::{WORKER_FD, WorkerCommand, spawn_worker};
@@ -106,10 +110,16 @@ pub enum Event {
     },
 }
 
+#[derive(Debug)]
 struct Task {
     id: u64,
     payload: Vec<u8>,
 }
+
+/// Payloads up to this size are written by the thread that schedules them: two of them (a
+/// worker holds at most two tasks) always fit in a Unix socket's buffer, so the write never
+/// waits for the worker. Larger ones go through the worker's writer thread.
+const INLINE_PAYLOAD: usize = 32 * 1024;
 
 struct Worker {
     pid: u32,
@@ -118,12 +128,67 @@ struct Worker {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// The way to one worker's socket.
+struct Outbox {
+    /// The write end; held for a whole frame so frames never interleave.
+    stream: Arc<Mutex<UnixStream>>,
+    /// To the writer thread, for large payloads; dropped to make it send SHUTDOWN.
+    queue: Mutex<Option<Sender<Task>>>,
+    /// Tasks the worker holds; `None` once it died (late tasks are then dropped: the pool is
+    /// broken and its owner fails everything).
+    held: Arc<Mutex<Option<Vec<u64>>>>,
+}
+
+/// What submitters and reader threads share: the scheduler and the ways to the workers.
+struct Hub {
+    scheduler: Mutex<Scheduler>,
+    outboxes: Vec<Outbox>,
+}
+
+impl Hub {
+    /// Sends each assigned task to its worker.
+    fn deliver(&self, assigned: Vec<(usize, Task)>) {
+        for (i, task) in assigned {
+            let Some(outbox) = self.outboxes.get(i) else {
+                continue;
+            };
+            match lock(&outbox.held).as_mut() {
+                Some(list) => list.push(task.id),
+                None => continue,
+            }
+            if task.payload.len() <= INLINE_PAYLOAD {
+                let stream = match outbox.stream.try_lock() {
+                    Ok(guard) => Some(guard),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                };
+                if let Some(mut stream) = stream {
+                    // A failed write means the worker is gone: its reader reports that.
+                    let _ = write_frame(&mut *stream, FrameKind::Task, task.id, &task.payload);
+                    continue;
+                }
+            }
+            // Large, or the writer thread is busy with a large one: queue behind it.
+            if let Some(queue) = lock(&outbox.queue).as_ref() {
+                let _ = queue.send(task);
+            }
+        }
+    }
+
+    /// Stops scheduling; each writer thread then sends its worker SHUTDOWN.
+    fn close(&self) {
+        lock(&self.scheduler).close();
+        for outbox in &self.outboxes {
+            lock(&outbox.queue).take();
+        }
+    }
+}
+
 /// A pool of worker processes exchanging opaque task and result payloads.
 pub struct ProcessPool {
-    tasks: Mutex<Option<Sender<Task>>>,
+    hub: Arc<Hub>,
     events: Receiver<Event>,
     workers: Mutex<Vec<Worker>>,
-    dispatcher: Mutex<Option<JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
     broken: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
@@ -148,49 +213,65 @@ impl ProcessPool {
         if size == 0 {
             return Err(PoolError::InvalidSize(size));
         }
-        let (task_tx, task_rx) = unbounded::<Task>();
         let (event_tx, event_rx) = unbounded::<Event>();
-        let (signal_tx, signal_rx) = unbounded::<Signal>();
         let closing = Arc::new(AtomicBool::new(false));
         let broken = Arc::new(Mutex::new(None));
+        let mut started: Vec<(Child, UnixStream)> = Vec::with_capacity(size);
+        let mut outboxes = Vec::with_capacity(size);
+        let mut queues = Vec::with_capacity(size);
+        for _ in 0..size {
+            let spawned = spawn_worker(command).and_then(|(child, socket)| {
+                let mut init_end = socket.try_clone()?;
+                write_frame(&mut init_end, FrameKind::Init, 0, init)?;
+                Ok((child, socket, init_end))
+            });
+            let (child, socket, write_end) = match spawned {
+                Ok(parts) => parts,
+                Err(e) => {
+                    for (mut child, _) in started {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    return Err(e.into());
+                }
+            };
+            let (queue_tx, queue_rx) = unbounded::<Task>();
+            outboxes.push(Outbox {
+                stream: Arc::new(Mutex::new(write_end)),
+                queue: Mutex::new(Some(queue_tx)),
+                held: Arc::new(Mutex::new(Some(Vec::new()))),
+            });
+            queues.push(queue_rx);
+            started.push((child, socket));
+        }
+        let hub = Arc::new(Hub {
+            scheduler: Mutex::new(Scheduler::new(size)),
+            outboxes,
+        });
         let pool = Self {
-            tasks: Mutex::new(Some(task_tx)),
+            hub: Arc::clone(&hub),
             events: event_rx,
             workers: Mutex::new(Vec::with_capacity(size)),
-            dispatcher: Mutex::new(None),
             closing: Arc::clone(&closing),
             broken: Arc::clone(&broken),
             next_id: AtomicU64::new(1),
             size,
         };
-        let mut writers = Vec::with_capacity(size);
-        for index in 0..size {
-            let (writer_tx, writer_rx) = unbounded::<Task>();
+        for (index, ((child, socket), queue)) in started.into_iter().zip(queues).enumerate() {
             let links = Links {
                 index,
-                tasks: writer_rx,
-                signals: signal_tx.clone(),
+                hub: Arc::clone(&hub),
+                queue,
                 events: event_tx.clone(),
                 closing: Arc::clone(&closing),
                 broken: Arc::clone(&broken),
             };
-            match start_worker(command, init, links) {
+            match start_threads(child, socket, links) {
                 Ok(w) => lock(&pool.workers).push(w),
                 Err(e) => {
                     pool.terminate();
                     return Err(e);
                 }
-            }
-            writers.push(writer_tx);
-        }
-        let dispatcher = std::thread::Builder::new()
-            .name("joblib-rs-dispatch".into())
-            .spawn(move || dispatch::run(task_rx, signal_rx, writers));
-        match dispatcher {
-            Ok(handle) => *lock(&pool.dispatcher) = Some(handle),
-            Err(e) => {
-                pool.terminate();
-                return Err(e.into());
             }
         }
         Ok(pool)
@@ -211,19 +292,17 @@ impl ProcessPool {
         lock(&self.broken).clone()
     }
 
-    /// Queues a task; returns its id.
+    /// Queues a task; returns its id. A small task is written to its worker's socket before
+    /// this returns when a worker has room for it.
     pub fn submit(&self, payload: Vec<u8>) -> Result<u64, PoolError> {
         if let Some(reason) = self.broken() {
             return Err(PoolError::Closed(reason));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let guard = lock(&self.tasks);
-        let sender = guard
-            .as_ref()
-            .ok_or_else(|| PoolError::Closed("shut down".into()))?;
-        sender
-            .send(Task { id, payload })
+        let assigned = lock(&self.hub.scheduler)
+            .submit(Task { id, payload })
             .map_err(|_| PoolError::Closed("shut down".into()))?;
+        self.hub.deliver(assigned);
         Ok(id)
     }
 
@@ -250,10 +329,9 @@ impl ProcessPool {
     /// `grace` for them before killing the rest.
     pub fn shutdown(&self, grace: Duration) {
         self.closing.store(true, Ordering::SeqCst);
-        lock(&self.tasks).take();
+        self.hub.close();
         let deadline = Instant::now() + grace;
         let workers: Vec<Worker> = lock(&self.workers).drain(..).collect();
-        self.join_dispatcher();
         for w in &workers {
             loop {
                 let exited = lock(&w.child)
@@ -272,20 +350,12 @@ impl ProcessPool {
     /// Kills every worker now (SIGKILL) and releases all threads.
     pub fn terminate(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        lock(&self.tasks).take();
+        self.hub.close();
         let workers: Vec<Worker> = lock(&self.workers).drain(..).collect();
         for w in &workers {
             let _ = lock(&w.child).kill();
         }
-        self.join_dispatcher();
         finish(workers);
-    }
-
-    /// The dispatcher returns once submission is closed (the task sender dropped above).
-    fn join_dispatcher(&self) {
-        if let Some(handle) = lock(&self.dispatcher).take() {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -312,51 +382,45 @@ fn finish(workers: Vec<Worker>) {
 /// A worker's connections to the rest of the pool.
 struct Links {
     index: usize,
-    tasks: Receiver<Task>,
-    signals: Sender<Signal>,
+    hub: Arc<Hub>,
+    queue: Receiver<Task>,
     events: Sender<Event>,
     closing: Arc<AtomicBool>,
     broken: Arc<Mutex<Option<String>>>,
 }
 
-fn start_worker(command: &WorkerCommand, init: &[u8], links: Links) -> Result<Worker, PoolError> {
+/// Starts the writer and reader threads of a spawned worker.
+fn start_threads(child: Child, socket: UnixStream, links: Links) -> Result<Worker, PoolError> {
     let Links {
         index,
-        tasks,
-        signals,
+        hub,
+        queue,
         events,
         closing,
         broken,
     } = links;
-    let (child, socket) = spawn_worker(command)?;
     let pid = child.id();
     let child = Arc::new(Mutex::new(child));
-    let mut write_end = socket.try_clone()?;
-    let mut read_end = socket.try_clone()?;
-    write_frame(&mut write_end, FrameKind::Init, 0, init)?;
-    // Tasks this worker holds; `None` once it died (late tasks are then dropped: the pool is
-    // broken and its owner fails everything).
-    let held: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(Some(Vec::new())));
-
-    let writer = {
-        let held = Arc::clone(&held);
-        std::thread::Builder::new()
-            .name(format!("joblib-rs-send-{pid}"))
-            .spawn(move || {
-                for task in tasks {
-                    match lock(&held).as_mut() {
-                        Some(list) => list.push(task.id),
-                        None => return,
-                    }
-                    if write_frame(&mut write_end, FrameKind::Task, task.id, &task.payload).is_err()
-                    {
-                        return;
-                    }
-                }
-                // The dispatcher let go: submission is closed.
-                let _ = write_frame(&mut write_end, FrameKind::Shutdown, 0, &[]);
-            })?
+    // Buffered: a small frame then costs one read instead of three.
+    let mut read_end = io::BufReader::with_capacity(64 * 1024, socket.try_clone()?);
+    let (stream, held) = match hub.outboxes.get(index) {
+        Some(outbox) => (Arc::clone(&outbox.stream), Arc::clone(&outbox.held)),
+        None => return Err(PoolError::Protocol(format!("no outbox for worker {index}"))),
     };
+
+    let writer = std::thread::Builder::new()
+        .name(format!("joblib-rs-send-{pid}"))
+        .spawn(move || {
+            for task in queue {
+                if write_frame(&mut *lock(&stream), FrameKind::Task, task.id, &task.payload)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // The pool let go of the queue: submission is closed.
+            let _ = write_frame(&mut *lock(&stream), FrameKind::Shutdown, 0, &[]);
+        })?;
 
     let reader = {
         let child = Arc::clone(&child);
@@ -370,7 +434,9 @@ fn start_worker(command: &WorkerCommand, init: &[u8], links: Links) -> Result<Wo
                             if let Some(list) = lock(&held).as_mut() {
                                 list.retain(|&id| id != frame.task_id);
                             }
-                            let _ = signals.send(Signal::Done(index));
+                            // The freed place goes to the next queued task at once.
+                            let assigned = lock(&hub.scheduler).done(index);
+                            hub.deliver(assigned);
                             if frame.kind == FrameKind::Done {
                                 Event::Done {
                                     task_id: frame.task_id,
@@ -391,7 +457,7 @@ fn start_worker(command: &WorkerCommand, init: &[u8], links: Links) -> Result<Wo
                 }
                 // The worker is gone (or spoke garbage): reap it and say how it ended.
                 let lost = lock(&held).take().unwrap_or_default();
-                let _ = signals.send(Signal::Dead(index));
+                lock(&hub.scheduler).dead(index);
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }

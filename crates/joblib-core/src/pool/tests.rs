@@ -137,6 +137,43 @@ fn runs_tasks_on_every_worker() {
 }
 
 #[test]
+fn large_and_small_tasks_mix_while_workers_are_busy() {
+    // Large payloads go through the writer threads, small ones are written by the
+    // submitting thread: every one must arrive whole, whatever the interleaving.
+    let pool = ProcessPool::start(2, &command(), b"init").unwrap();
+    let busy = [
+        pool.submit(b"sleep:100".to_vec()).unwrap(),
+        pool.submit(b"sleep:100".to_vec()).unwrap(),
+    ];
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..20usize {
+        let body: Vec<u8> = if i % 3 == 0 {
+            // ASCII: the test worker echoes text.
+            (0..(1 << 20) + i).map(|b| b'a' + (b % 26) as u8).collect()
+        } else {
+            i.to_string().into_bytes()
+        };
+        let mut payload = b"echo:".to_vec();
+        payload.extend_from_slice(&body);
+        expected.insert(pool.submit(payload).unwrap(), body);
+    }
+    for event in results(&pool, 22) {
+        match event {
+            Event::Done { task_id, payload } if busy.contains(&task_id) => {
+                assert_eq!(payload, b"slept");
+            }
+            Event::Done { task_id, payload } => {
+                let sent = expected.remove(&task_id).expect("known id");
+                assert!(sent == payload, "task {task_id} came back altered");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(expected.is_empty());
+    pool.shutdown(Duration::from_secs(5));
+}
+
+#[test]
 fn failures_are_reported_per_task() {
     let pool = ProcessPool::start(1, &command(), b"").unwrap();
     let id = pool.submit(b"fail:boom".to_vec()).unwrap();
