@@ -112,33 +112,31 @@ class _CloudpickledCall:
     def __init__(
         self, func: Callable[[], Any], reduce_array: Callable[[Any], Any] | None = None
     ) -> None:
-        import io
         import sys
 
-        import cloudpickle
+        from joblib_rs import _task_pickle
 
         try:
             if reduce_array is None or "numpy" not in sys.modules:
-                self.payload = cloudpickle.dumps(func)
+                self.payload = _task_pickle.dumps(func)
             else:
                 # Large arrays go to shared memory (see joblib_rs._memmapping).
                 from joblib_rs._process_pool import _TaskPickler
 
-                buffer = io.BytesIO()
-                _TaskPickler(buffer, reduce_array).dump(func)
-                self.payload = buffer.getvalue()
+                self.payload = _task_pickle.dumps(
+                    func, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array))
         except Exception as exc:
             raise pickle.PicklingError(
                 f"Could not pickle the task to send it to the workers: {exc}"
             ) from exc
 
     def __call__(self) -> Any:
-        import cloudpickle
+        from joblib_rs import _task_pickle
 
         try:
             # Results go back pickled here with protocol 5: the pool's own pickling uses
             # protocol 4, which loses e.g. the byte order of numpy arrays.
-            return _PickledResult(cloudpickle.dumps(pickle.loads(self.payload)()))
+            return _PickledResult(_task_pickle.dumps(pickle.loads(self.payload)()))
         except BaseException as exc:
             return _ExceptionWithTraceback(exc)
 

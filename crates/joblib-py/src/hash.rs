@@ -21,6 +21,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyRecursionError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyByteArray, PyBytes, PyCode, PyComplex, PyDict, PyFloat, PyFrozenSet, PyFunction, PyInt,
     PyList, PySet, PyString, PyTuple, PyType,
@@ -48,8 +49,8 @@ pub fn hash(
     Ok(walker.hasher.finish().into_py_result()?.to_hex())
 }
 
-/// numpy's classes, looked up once per call when numpy is imported (it cannot hold an array
-/// otherwise, so the walker never imports it itself).
+/// numpy's classes, found once numpy is imported (it cannot hold an array otherwise, so the
+/// walker never imports it itself) and kept for the life of the interpreter.
 struct Numpy<'py> {
     ndarray: Bound<'py, PyType>,
     memmap: Bound<'py, PyType>,
@@ -58,23 +59,68 @@ struct Numpy<'py> {
     asarray: Bound<'py, PyAny>,
 }
 
+struct NumpyRefs {
+    ndarray: Py<PyType>,
+    memmap: Py<PyType>,
+    generic: Py<PyType>,
+    dtype: Py<PyType>,
+    asarray: Py<PyAny>,
+}
+
+/// Interpreter objects every call needs. Looking them up per call costs more than hashing a
+/// small argument dict (`import` raises and swallows an `AttributeError` internally).
+struct Interpreter {
+    sys_modules: Py<PyDict>,
+    getrecursionlimit: Py<PyAny>,
+    dispatch_table: Py<PyDict>,
+}
+
+static INTERPRETER: PyOnceLock<Interpreter> = PyOnceLock::new();
+static NUMPY: PyOnceLock<NumpyRefs> = PyOnceLock::new();
+
+fn interpreter(py: Python<'_>) -> PyResult<&Interpreter> {
+    INTERPRETER.get_or_try_init(py, || {
+        let sys = py.import(intern!(py, "sys"))?;
+        Ok(Interpreter {
+            sys_modules: sys.getattr(intern!(py, "modules"))?.cast_into()?.unbind(),
+            getrecursionlimit: sys.getattr(intern!(py, "getrecursionlimit"))?.unbind(),
+            dispatch_table: py
+                .import(intern!(py, "copyreg"))?
+                .getattr(intern!(py, "dispatch_table"))?
+                .cast_into()?
+                .unbind(),
+        })
+    })
+}
+
 impl<'py> Numpy<'py> {
-    fn lookup(py: Python<'py>) -> PyResult<Option<Self>> {
-        let modules = py
-            .import(intern!(py, "sys"))?
-            .getattr(intern!(py, "modules"))?;
-        let Some(np) = modules.cast::<PyDict>()?.get_item(intern!(py, "numpy"))? else {
-            return Ok(None);
-        };
-        let ty = |name: &str| -> PyResult<Bound<'py, PyType>> {
-            Ok(np.getattr(name)?.cast_into::<PyType>()?)
+    fn lookup(py: Python<'py>, modules: &Bound<'py, PyDict>) -> PyResult<Option<Self>> {
+        let refs = match NUMPY.get(py) {
+            Some(refs) => refs,
+            None => {
+                let Some(np) = modules.get_item(intern!(py, "numpy"))? else {
+                    return Ok(None);
+                };
+                let ty = |name: &str| -> PyResult<Py<PyType>> {
+                    Ok(np.getattr(name)?.cast_into::<PyType>()?.unbind())
+                };
+                NUMPY.get_or_try_init(py, || -> PyResult<NumpyRefs> {
+                    Ok(NumpyRefs {
+                        ndarray: ty("ndarray")?,
+                        memmap: ty("memmap")?,
+                        generic: ty("generic")?,
+                        dtype: ty("dtype")?,
+                        asarray: np.getattr("asarray")?.unbind(),
+                    })
+                })?
+            }
         };
         Ok(Some(Self {
-            ndarray: ty("ndarray")?,
-            memmap: ty("memmap")?,
-            generic: ty("generic")?,
-            dtype: ty("dtype")?,
-            asarray: np.getattr("asarray")?,
+            ndarray: refs.ndarray.bind(py).clone(),
+            memmap: refs.memmap.bind(py).clone(),
+            generic: refs.generic.bind(py).clone(),
+            dtype: refs.dtype.bind(py).clone(),
+            asarray: refs.asarray.bind(py).clone(),
         }))
     }
 }
@@ -109,22 +155,17 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 impl<'py> Walker<'py> {
     fn new(py: Python<'py>, algo: Algorithm, coerce_mmap: bool) -> PyResult<Self> {
-        let limit: usize = py
-            .import(intern!(py, "sys"))?
-            .call_method0(intern!(py, "getrecursionlimit"))?
-            .extract()?;
+        let interp = interpreter(py)?;
+        let limit: usize = interp.getrecursionlimit.bind(py).call0()?.extract()?;
         Ok(Self {
             py,
             hasher: CanonicalHasher::new(algo),
             coerce_mmap,
-            numpy: Numpy::lookup(py)?,
+            numpy: Numpy::lookup(py, interp.sys_modules.bind(py))?,
             max_depth: limit.min(MAX_DEPTH),
             keep_alive: Vec::new(),
             dtype_labels: HashMap::new(),
-            dispatch_table: py
-                .import(intern!(py, "copyreg"))?
-                .getattr(intern!(py, "dispatch_table"))?
-                .cast_into()?,
+            dispatch_table: interp.dispatch_table.bind(py).clone(),
         })
     }
 
