@@ -44,6 +44,7 @@ def draw(results: dict, output: pathlib.Path) -> None:
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
     for i, x in enumerate(ratios):
         ax.annotate(
             f"{x:.1f}x", (x, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7

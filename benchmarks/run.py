@@ -31,6 +31,9 @@ def normalise(benchmark: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     out = []
 
     def add(workload: str, joblib_s: float | None, joblib_rs_s: float) -> None:
+        workload = workload.strip()
+        if workload.startswith("vs ") and out:  # a variant of the previous row
+            workload = f"{out[-1]['workload']} {workload}"
         if joblib_s is not None:
             out.append(
                 {
