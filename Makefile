@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Make cargo (clippy, tests) build PyO3 against the same interpreter as the package.
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: demo test lint rust-test py-test install dev bench clean
+.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,17 @@ install: $(PY)
 demo: install
 	$(PY) demo/demo.py
 
-## Every test: formatting, lints, the Rust core's tests, ruff, pytest.
-test: install lint rust-test py-test
+## Every test: formatting, lints, type hints, the Rust core's tests, ruff, pytest.
+test: install lint typecheck rust-test py-test
 
 lint: $(PY)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benchmarks demo
+
+## The public API's type hints (py.typed, _core.pyi) against a typed usage example.
+typecheck: $(PY)
+	$(VENV)/bin/mypy --strict tests/typecheck/usage.py
 
 rust-test:
 	cargo test --workspace
@@ -43,6 +47,12 @@ dev: $(PY)
 ## Side-by-side benchmarks against joblib.
 bench: install
 	$(PY) benchmarks/run.py
+
+## Quick benchmarks into benchmarks/results.json, drawn into docs/benchmarks.png.
+chart: install
+	$(PY) -m pip install --quiet 'matplotlib>=3.8'  # the 'bench' extra
+	$(PY) benchmarks/run.py --quick --json benchmarks/results.json
+	$(PY) benchmarks/chart.py benchmarks/results.json -o docs/benchmarks.png --markdown
 
 clean:
 	rm -rf $(VENV) target

@@ -142,6 +142,7 @@ def print_row(row: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true", help="the issue's sizes (slow)")
+    parser.add_argument("--quick", action="store_true", help="the default sizes (for run.py)")
     parser.add_argument("--folder", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()

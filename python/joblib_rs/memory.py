@@ -25,7 +25,7 @@ import tokenize
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from joblib_rs import _core
 from joblib_rs._func_inspect import (
@@ -458,7 +458,7 @@ class MemorizedFunc(Logger):
             return output
         return self._miss((self.func_id, args_id), args, kwargs, bound, False)[0]
 
-    def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:
+    def call_and_shelve(self, *args: Any, **kwargs: Any) -> MemorizedResult:
         """Call wrapped function, cache result and return a reference.
 
         This method returns a reference to the cached result instead of the result itself.
@@ -472,9 +472,10 @@ class MemorizedFunc(Logger):
             "NotMemorizedResult" is used when there is no cache activated (e.g.
             location=None in Memory).
         """
-        return self._cached_call(args, kwargs, shelving=True)[0]
+        result: MemorizedResult = self._cached_call(args, kwargs, shelving=True)[0]
+        return result
 
-    def call(self, *args: Any, **kwargs: Any) -> Any:
+    def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """Force the execution of the function with the given arguments.
 
         The output values will be persisted, i.e., the cache will be updated with any new
@@ -495,7 +496,10 @@ class MemorizedFunc(Logger):
             The metadata associated with the call.
         """
         bound, args_id = self._key(args, kwargs)
-        return self._call((self.func_id, args_id), args, kwargs, bound)
+        output_and_metadata: tuple[Any, dict[str, Any]] = self._call(
+            (self.func_id, args_id), args, kwargs, bound
+        )
+        return output_and_metadata
 
     def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
         """Check if the function call is cached and valid for given arguments.
@@ -982,6 +986,26 @@ class Memory(Logger):
     def cachedir(self) -> Any:
         """Deprecated alias of ``location``."""
         return self.location
+
+    @overload
+    def cache(
+        self,
+        func: None = None,
+        ignore: list[str] | None = None,
+        verbose: int | None = None,
+        mmap_mode: str | bool | None = False,
+        cache_validation_callback: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> Callable[[Callable[..., Any]], MemorizedFunc | NotMemorizedFunc]: ...
+
+    @overload
+    def cache(
+        self,
+        func: Callable[..., Any],
+        ignore: list[str] | None = None,
+        verbose: int | None = None,
+        mmap_mode: str | bool | None = False,
+        cache_validation_callback: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> MemorizedFunc | NotMemorizedFunc: ...
 
     def cache(
         self,

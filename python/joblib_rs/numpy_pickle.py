@@ -18,7 +18,7 @@ import pickle
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from joblib_rs import _core
 from joblib_rs.compressor import (
@@ -269,9 +269,21 @@ def _resolve_compress(compress: Any, filename: Any) -> tuple[str, int | None]:
     return method or DEFAULT_CODEC, level
 
 
+class WritableFile(Protocol):
+    """What :func:`dump` needs of a file object: ``write`` (no ``seek``, no ``tell``)."""
+
+    def write(self, data: bytes, /) -> Any: ...
+
+
+class ReadableFile(Protocol):
+    """What :func:`load` needs of a file object: ``read``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def dump(
     value: Any,
-    filename: str | os.PathLike[str] | IO[bytes],
+    filename: str | os.PathLike[str] | WritableFile,
     compress: bool | int | str | tuple[str, int] = 0,
     protocol: int | None = None,
 ) -> list[str] | None:
@@ -514,7 +526,7 @@ def _load_bytes(
 
 
 def load(
-    filename: str | os.PathLike[str] | IO[bytes],
+    filename: str | os.PathLike[str] | ReadableFile,
     mmap_mode: str | None = None,
     ensure_native_byte_order: bool | str = "auto",
     *,

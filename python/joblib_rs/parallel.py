@@ -1331,11 +1331,11 @@ class Parallel:
         self._finished_printed = False
         self._pre_dispatch_amount = 0
 
-    def __call__(self, iterable: Iterable[Any]) -> list[Any] | Generator[Any, None, None]:
+    def __call__(self, iterable: Iterable[Any]) -> Any:
         """Run the tasks of ``iterable`` (``delayed(f)(...)`` triples).
 
         Returns a list, or a generator with ``return_as='generator'`` or
-        ``'generator_unordered'``.
+        ``'generator_unordered'`` (typed ``Any``: which one depends on ``return_as``).
         """
         self._reset_run_tracking()
         try:
