@@ -174,8 +174,10 @@ def main() -> None:
         f"x {SAMPLES} samples ({size:.0f} MB float32), pipeline run cold then warm\n"
     )
     # On a VM the first touch of memory the process never used is slow, and would be charged
-    # to whichever library runs first: touch 1 GB once up front.
+    # to whichever library runs first: touch 1 GB once up front. Likewise numpy's linear
+    # algebra starts its BLAS threads on first use.
     np.ones(1 << 30, dtype=np.uint8)
+    np.linalg.lstsq(np.eye(4), np.ones(4), rcond=None)
     print("joblib-rs:", flush=True)
     ours, our_results = cold_and_warm(joblib_rs)
     print(
