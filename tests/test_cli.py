@@ -279,12 +279,11 @@ def test_bad_limits_are_usage_errors(cache, option, value):
 
 def test_prune_without_limits_and_argparse_errors_are_status_2(cache):
     assert_error(run_cli("cache", "prune", str(cache.location), "--yes"), 2, "--max-size")
-    code, _, err = run_cli("cache", "prune", str(cache.location), "--max-items", "many")
-    assert code == 2 and "many" in err
-    code, _, err = run_cli("cache", "frobnicate")
-    assert code == 2 and "frobnicate" in err
-    code, _, _ = run_cli()
-    assert code == 2
+    assert_error(
+        run_cli("cache", "prune", str(cache.location), "--max-items", "many"), 2, "'many'"
+    )
+    assert_error(run_cli("cache", "frobnicate"), 2, "frobnicate", "usage: joblib-rs cache")
+    assert_error(run_cli(), 2, "usage: joblib-rs")
 
 
 # -- prune --------------------------------------------------------------------------------------

@@ -18,12 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from joblib_rs.cli._errors import EXIT_FAILURE, CliError
+from joblib_rs.cli._errors import EXIT_FAILURE, EXIT_USAGE, CliError
 
 __all__ = ["build_parser", "main"]
 
 PROG = "joblib-rs"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's error format: ``joblib-rs: error: ...`` first, then the
+    usage line, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        self.print_usage(sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 def _count(text: str) -> int:
@@ -38,7 +49,7 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``joblib-rs`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Inspect and prune joblib-rs caches; inspect files written by dump.",
         epilog="Exit status: 0 ok, 1 not found / damaged / aborted, 2 bad arguments.",
