@@ -40,6 +40,7 @@ __all__ = [
     "StoreBackendBase",
     "StoreBackendMixin",
     "concurrency_safe_write",
+    "reduce_store",
 ]
 
 CacheItemInfo = collections.namedtuple("CacheItemInfo", "path size last_access")
@@ -417,6 +418,53 @@ def _print_loading(
     print(f"{msg}..." if verbose < 10 else f"{msg} from {full_path}")
 
 
+def reduce_store(
+    root: str,
+    bytes_limit: int | str | None = None,
+    items_limit: int | None = None,
+    age_limit: datetime.timedelta | None = None,
+    dry_run: bool = False,
+) -> list[CacheItemInfo]:
+    """Remove the least recently used entries of the store at ``root`` until it fits the
+    limits (``Memory.reduce_size``'s policy, run by the Rust store), and the staging leftovers
+    of killed writers.
+
+    Parameters
+    ----------
+    root : str
+        The store root (``<location>/joblib_rs``).
+    bytes_limit : int or str, optional
+        Largest total size of the entries; ``'10M'``-style strings are accepted.
+    items_limit : int, optional
+        Largest number of entries.
+    age_limit : datetime.timedelta, optional
+        Entries last accessed longer ago than this are removed.
+    dry_run : bool, default=False
+        Remove nothing; return the entries that would be removed.
+
+    Returns
+    -------
+    list of CacheItemInfo
+        The entries removed (or to remove).
+    """
+    if isinstance(bytes_limit, str):
+        bytes_limit = memstr_to_bytes(bytes_limit)
+    if age_limit is not None and age_limit.total_seconds() < 0:
+        raise ValueError("age_limit has to be a positive timedelta")
+    removed = _core.store_reduce_size(
+        root,
+        None if bytes_limit is None else max(0, int(bytes_limit)),
+        None if items_limit is None else max(0, int(items_limit)),
+        None if age_limit is None else age_limit.total_seconds(),
+        _STALE_TEMP_AGE,
+        dry_run,
+    )
+    return [
+        CacheItemInfo(path, size, datetime.datetime.fromtimestamp(atime))
+        for path, size, atime in removed
+    ]
+
+
 class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
     """The ``'local'`` store: a folder tree on a local or network file system, run by the
     Rust store. Options (``backend_options``): ``compress``, ``mmap_mode``,
@@ -497,20 +545,9 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
     ) -> None:
         """LRU reduction in Rust: parallel walk, selection, removal. Also sweeps leftovers of
         killed writers."""
-        if isinstance(bytes_limit, str):
-            bytes_limit = memstr_to_bytes(bytes_limit)
-        if age_limit is not None and age_limit.total_seconds() < 0:
-            raise ValueError("age_limit has to be a positive timedelta")
-        removed = _core.store_reduce_size(
-            self.location,
-            None if bytes_limit is None else max(0, int(bytes_limit)),
-            None if items_limit is None else max(0, int(items_limit)),
-            None if age_limit is None else age_limit.total_seconds(),
-            _STALE_TEMP_AGE,
-        )
+        removed = reduce_store(self.location, bytes_limit, items_limit, age_limit)
         if self.verbose > 10:
-            for path, size, atime in removed:
-                item = CacheItemInfo(path, size, datetime.datetime.fromtimestamp(atime))
+            for item in removed:
                 print(f"Deleting item {item}")
 
     def store_cached_func_code(self, call_id: Any, func_code: str | None = None) -> None:

@@ -11,7 +11,7 @@
 //! Every function releases the GIL around its file-system work.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use joblib_core::store::{self, Hit, Limits};
 use pyo3::exceptions::PyValueError;
@@ -192,8 +192,11 @@ pub fn store_scan(py: Python<'_>, root: PathBuf) -> Vec<(String, u64, f64)> {
 /// Remove least recently used entries under `root` until it fits the limits (`None`:
 /// unlimited; `age_limit` in seconds); returns the removed entries as `store_scan` does.
 /// Staging and trash leftovers older than `stale_age` seconds are removed in the same walk.
+/// With `dry_run`, nothing is removed: returns the entries that would be.
 #[pyfunction]
-#[pyo3(signature = (root, bytes_limit=None, items_limit=None, age_limit=None, stale_age=3600.0))]
+#[pyo3(signature = (
+    root, bytes_limit=None, items_limit=None, age_limit=None, stale_age=3600.0, dry_run=false
+))]
 pub fn store_reduce_size(
     py: Python<'_>,
     root: PathBuf,
@@ -201,6 +204,7 @@ pub fn store_reduce_size(
     items_limit: Option<u64>,
     age_limit: Option<f64>,
     stale_age: f64,
+    dry_run: bool,
 ) -> PyResult<Vec<(String, u64, f64)>> {
     let age = match age_limit {
         Some(secs) if !secs.is_finite() || secs < 0.0 => {
@@ -222,7 +226,13 @@ pub fn store_reduce_size(
         age,
     };
     Ok(py
-        .detach(|| store::reduce_size(&root, limits, stale))
+        .detach(|| {
+            if dry_run {
+                store::select_for_deletion(store::scan_items(&root), limits, SystemTime::now())
+            } else {
+                store::reduce_size(&root, limits, stale)
+            }
+        })
         .into_iter()
         .map(item_tuple)
         .collect())

@@ -10,14 +10,19 @@
 //!                                   └─► payload read / decompressed in place, xxh3-64 checked
 //! ```
 //!
+//! `inspect` reads a whole container through the same reader with every payload verified and
+//! discarded (the command line's `inspect`).
+//!
 //! Every structure is a multiple of 64 bytes and starts on a 64-byte boundary, so an
 //! uncompressed payload can be memory-mapped in place with any dtype alignment. Headers carry
 //! their own xxh3-64, end records carry the payload's: a damaged file is detected, and every
 //! allocation is bounded by a checked header and by the bytes left in the source.
 
+mod inspect;
 mod read;
 mod write;
 
+pub use inspect::{Inspection, inspect};
 pub use read::{Dest, FrameHead, FrameInfo, Sink, Source, read_container};
 pub use write::{WriteOptions, write_container, write_file_atomic};
 
