@@ -8,10 +8,11 @@ from joblib_rs._core import __version__
 from joblib_rs._cpu import cpu_count
 from joblib_rs._joblib_bridge import register_joblib_backend
 from joblib_rs._parallel_backends import ParallelBackendBase
-from joblib_rs._store_backends import CacheWarning
+from joblib_rs._store_backends import CacheWarning, StoreBackendBase
 from joblib_rs.compressor import register_compressor
 from joblib_rs.exceptions import BrokenProcessPool, TerminatedWorkerError
 from joblib_rs.hashing import hash
+from joblib_rs.logger import Logger, PrintTime
 from joblib_rs.memory import (
     JobLibCollisionWarning,
     MemorizedResult,
@@ -34,10 +35,13 @@ __all__ = [
     "CacheWarning",
     "CorruptFileError",
     "JobLibCollisionWarning",
+    "Logger",
     "MemorizedResult",
     "Memory",
     "Parallel",
     "ParallelBackendBase",
+    "PrintTime",
+    "StoreBackendBase",
     "TerminatedWorkerError",
     "__version__",
     "cpu_count",

@@ -42,6 +42,7 @@ from joblib_rs._store_backends import (
     FileSystemStoreBackend,
     StoreBackendBase,
 )
+from joblib_rs.logger import Logger
 
 __all__ = [
     "AsyncMemorizedFunc",
@@ -147,27 +148,6 @@ def _held_keys() -> set[Any]:
     if keys is None:
         keys = _held.keys = set()
     return keys
-
-
-class Logger:
-    """Base class of the objects that log to the ``'joblib'`` logger, as joblib's do."""
-
-    def __init__(self, depth: int = 3, name: str | None = None) -> None:
-        self.depth = depth
-        self._name = name or "joblib"
-
-    def warn(self, msg: str) -> None:
-        logging.getLogger(self._name).warning(f"[{self}]: {msg}")
-
-    def info(self, msg: str) -> None:
-        logging.info(f"[{self}]: {msg}")
-
-    def debug(self, msg: str) -> None:
-        logging.getLogger(self._name).debug(f"[{self}]: {msg}")
-
-    def format(self, obj: Any, indent: int = 0) -> str:
-        """The formatted representation of ``obj``."""
-        return pformat(obj, indent=indent, depth=self.depth)
 
 
 ###############################################################################################
