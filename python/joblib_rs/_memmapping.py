@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -42,6 +43,10 @@ SHM_MIN_FREE = 2_000_000_000
 SHM_PATH = "/dev/shm"
 
 _live_contexts: set[MemmappingContext] = set()
+# Folder names: pid, a random token (pids are reused across reboots and containers) and a
+# counter; cheaper than a uuid per call.
+_TOKEN = uuid.uuid4().hex[:12]
+_context_counter = itertools.count()
 _live_lock = threading.Lock()
 
 
@@ -56,6 +61,21 @@ def resolve_temp_folder(temp_folder: str | None) -> str:
     env = os.environ.get("JOBLIB_TEMP_FOLDER")
     if env:
         return os.path.abspath(os.path.expanduser(env))
+    # Three system calls per Parallel call add up on small calls: the choice is kept for a
+    # second (/dev/shm's free space does not swing by gigabytes faster than that).
+    now = time.monotonic()
+    chosen, until = _default_choice
+    if chosen is not None and now < until:
+        return chosen
+    chosen = _choose_default_folder()
+    _default_choice[:] = [chosen, now + 1.0]
+    return chosen
+
+
+_default_choice: list[Any] = [None, 0.0]
+
+
+def _choose_default_folder() -> str:
     if os.path.isdir(SHM_PATH) and os.access(SHM_PATH, os.W_OK):
         try:
             stats = os.statvfs(SHM_PATH)
@@ -175,7 +195,8 @@ class MemmappingContext:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode or "r"
         base = resolve_temp_folder(temp_folder)
-        self.folder = os.path.join(base, f"joblib_rs_memmapping_{os.getpid()}_{uuid.uuid4().hex}")
+        self.folder = os.path.join(
+            base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}")
         self._written: dict[int, tuple[Any, tuple]] = {}
         self._lock = threading.Lock()
         with _live_lock:

@@ -690,7 +690,10 @@ class BatchCompletionCallBack:
         parallel.print_progress()
         if parallel._original_iterator is not None:
             parallel.dispatch_next()
-        parallel._cond.notify_all()
+        # The caller's thread waits for the head job (woken by _register_outcome) or, with
+        # no job left, for the end of the input: wake it only when it has something to see.
+        if not parallel.return_ordered or not parallel._iterating or parallel._aborting:
+            parallel._cond.notify_all()
 
     def _register_outcome(self, status: str, result: Any) -> None:
         parallel = self.parallel
@@ -707,6 +710,10 @@ class BatchCompletionCallBack:
             if not parallel.return_ordered:
                 parallel._jobs_set.discard(self)
                 parallel._jobs.append(self)
+            elif status == TASK_DONE and parallel._jobs and parallel._jobs[0] is not self:
+                # In order, the caller's thread waits for the head job only: a later one
+                # finishing first would wake it (and take the GIL) for nothing.
+                return
             parallel._cond.notify_all()
 
 
