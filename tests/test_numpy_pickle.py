@@ -12,6 +12,7 @@ import io
 import lzma
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import warnings
@@ -919,3 +920,26 @@ def test_non_durable_dump_for_caches(tmp_path: Path) -> None:
     assert _dump(value, path, 3, None, durable=False) == [str(path)]
     assert_same(joblib_rs.load(path), value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.jrs"]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.parametrize("fsync", [True, False])
+def test_dump_fsync_switch(tmp_path: Path, fsync: bool) -> None:
+    # Count the flush system calls of a real dump: fsync=True flushes the file (and its
+    # folder), fsync=False flushes nothing, as joblib.
+    path = tmp_path / "value.jrs"
+    code = (
+        "import sys, numpy as np, joblib_rs\n"
+        f"joblib_rs.dump({{'a': np.arange(10)}}, sys.argv[1], fsync={fsync})\n"
+    )
+    trace = tmp_path / "trace"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(trace),
+         sys.executable, "-c", code, str(path)],
+        check=True, timeout=120,
+    )
+    flushes = [line for line in trace.read_text().splitlines() if "sync(" in line]
+    assert (len(flushes) >= 1) == fsync, flushes
+    assert_same(joblib_rs.load(path), {"a": np.arange(10)})
+    with pytest.raises(TypeError, match="fsync must be True or False"):
+        joblib_rs.dump(1, path, fsync="yes")  # type: ignore[arg-type]
