@@ -814,6 +814,26 @@ def test_file_larger_than_background_sync_interval(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jrs"]
 
 
+def test_big_payload_read_by_two_threads_detects_damage_in_either_half(tmp_path: Path) -> None:
+    # Payloads of 64 MiB or more are read by two threads (front half hashed while read, back
+    # half read by a helper): a flipped byte in either half, or a cut, must still be caught.
+    value = np.arange(9_000_000, dtype=np.float64)  # 72 MB
+    path = tmp_path / "big.jrs"
+    joblib_rs.dump(value, path, fsync=False)
+    np.testing.assert_array_equal(joblib_rs.load(path), value)
+    raw = path.read_bytes()
+    start = raw.index(value[:8].tobytes())
+    for where in (start + 1000, start + value.nbytes - 1000):
+        damaged = bytearray(raw)
+        damaged[where] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptFileError, match="checksum"):
+            joblib_rs.load(path)
+    path.write_bytes(raw[: start + value.nbytes // 2 + 12345])
+    with pytest.raises(CorruptFileError):
+        joblib_rs.load(path)
+
+
 def test_joblib_file_with_impossible_array_size_is_rejected(tmp_path: Path) -> None:
     import joblib
 

@@ -20,6 +20,7 @@
 
 mod inspect;
 mod read;
+mod split_read;
 mod write;
 
 pub use inspect::{Inspection, inspect};
