@@ -466,11 +466,7 @@ fn reseal_payload(bytes: &mut [u8], frame: &FrameInfo, position: usize) {
     let stored = frame.stored_len as usize;
     let sum = xxh3(&bytes[start..start + stored]);
     let end_at = start + stored + pad_len(stored as u64) as usize;
-    let mut end = [0u8; BLOCK];
-    end.copy_from_slice(&bytes[end_at..end_at + BLOCK]);
-    end[16..24].copy_from_slice(&sum.to_le_bytes());
-    seal(&mut end);
-    bytes[end_at..end_at + BLOCK].copy_from_slice(&end);
+    set_end_checksum(bytes, end_at, sum);
 
     let footer_at = bytes.len() - BLOCK;
     let index_at = le_u64(bytes, footer_at + 8) as usize + BLOCK;
@@ -480,11 +476,16 @@ fn reseal_payload(bytes: &mut [u8], frame: &FrameInfo, position: usize) {
     let index_len = entries * INDEX_ENTRY;
     let index_sum = xxh3(&bytes[index_at..index_at + index_len]);
     let index_end = index_at + index_len + pad_len(index_len as u64) as usize;
+    set_end_checksum(bytes, index_end, index_sum);
+}
+
+/// Write `sum` into the end record at `at` and seal it again.
+fn set_end_checksum(bytes: &mut [u8], at: usize, sum: u64) {
     let mut end = [0u8; BLOCK];
-    end.copy_from_slice(&bytes[index_end..index_end + BLOCK]);
-    end[16..24].copy_from_slice(&index_sum.to_le_bytes());
+    end.copy_from_slice(&bytes[at..at + BLOCK]);
+    end[16..24].copy_from_slice(&sum.to_le_bytes());
     seal(&mut end);
-    bytes[index_end..index_end + BLOCK].copy_from_slice(&end);
+    bytes[at..at + BLOCK].copy_from_slice(&end);
 }
 
 #[test]
