@@ -116,10 +116,46 @@ struct Task {
     payload: Vec<u8>,
 }
 
-/// Payloads up to this size are written by the thread that schedules them: two of them (a
-/// worker holds at most two tasks) always fit in a Unix socket's buffer, so the write never
-/// waits for the worker. Larger ones go through the worker's writer thread.
+/// Payloads up to this size may be written by the thread that schedules them, when two of
+/// them (a worker holds at most two tasks) fit in the socket's send buffer, so the write
+/// never waits for a busy worker. Larger ones go through the worker's writer thread.
 const INLINE_PAYLOAD: usize = 32 * 1024;
+
+/// Send buffer asked for on each worker socket (Linux grants it; macOS's default is 8 KiB).
+const SEND_BUFFER: usize = 1 << 20;
+
+/// Enlarges the send buffer of `socket` and returns the largest payload that may be written
+/// inline: a quarter of the buffer granted (headers and a prefetched frame fit beside it),
+/// at most [`INLINE_PAYLOAD`]; 0 disables inline writes.
+fn inline_limit(socket: &UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let wanted = libc::c_int::try_from(SEND_BUFFER).unwrap_or(libc::c_int::MAX);
+    let mut granted: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is an open socket owned by `socket` for the duration of the calls; the
+    // option values point to live `c_int`s of the size passed.
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_ref(&wanted).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::from_mut(&mut granted).cast(),
+            &raw mut len,
+        ) == 0
+    };
+    if !ok {
+        return 0;
+    }
+    (usize::try_from(granted).unwrap_or(0) / 4).min(INLINE_PAYLOAD)
+}
 
 struct Worker {
     pid: u32,
@@ -137,6 +173,8 @@ struct Outbox {
     /// Tasks the worker holds; `None` once it died (late tasks are then dropped: the pool is
     /// broken and its owner fails everything).
     held: Arc<Mutex<Option<Vec<u64>>>>,
+    /// Largest payload written inline on this socket (see [`inline_limit`]).
+    inline_limit: usize,
 }
 
 /// What submitters and reader threads share: the scheduler and the ways to the workers.
@@ -156,7 +194,7 @@ impl Hub {
                 Some(list) => list.push(task.id),
                 None => continue,
             }
-            if task.payload.len() <= INLINE_PAYLOAD {
+            if task.payload.len() <= outbox.inline_limit {
                 let stream = match outbox.stream.try_lock() {
                     Ok(guard) => Some(guard),
                     Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -237,6 +275,7 @@ impl ProcessPool {
             };
             let (queue_tx, queue_rx) = unbounded::<Task>();
             outboxes.push(Outbox {
+                inline_limit: inline_limit(&write_end),
                 stream: Arc::new(Mutex::new(write_end)),
                 queue: Mutex::new(Some(queue_tx)),
                 held: Arc::new(Mutex::new(Some(Vec::new()))),

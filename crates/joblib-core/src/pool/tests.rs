@@ -273,3 +273,18 @@ fn frames_survive_a_real_socket() {
     writer.join().unwrap().unwrap();
     assert_eq!((frame.task_id, frame.payload.len()), (5, 3 << 20));
 }
+
+#[test]
+fn inline_writes_fit_twice_in_the_granted_send_buffer() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let limit = super::inline_limit(&a);
+    assert!(limit > 0 && limit <= super::INLINE_PAYLOAD, "limit {limit}");
+    // Two inline frames (and their headers) fit without the peer reading anything: a
+    // non-blocking write of both must go through whole.
+    a.set_nonblocking(true).unwrap();
+    let frame = vec![7u8; limit];
+    let mut writer = &a;
+    for id in 0..2 {
+        write_frame(&mut writer, FrameKind::Task, id, &frame).expect("fits in the buffer");
+    }
+}
