@@ -90,6 +90,18 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Every codec, in id order.
+    pub const ALL: [Codec; 8] = [
+        Self::None,
+        Self::Zlib,
+        Self::Gzip,
+        Self::Bz2,
+        Self::Lzma,
+        Self::Xz,
+        Self::Lz4,
+        Self::Zstd,
+    ];
+
     /// Names accepted by [`Codec::from_name`], as the user spells them in `compress=`.
     pub const NAMES: [&'static str; 7] = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"];
 
@@ -207,48 +219,37 @@ fn level_u32(level: i32) -> u32 {
 pub fn compress_chunk(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
     let level = codec.check_level(level)?;
     let e = |err: io::Error| codec.encode_err(err);
+    // Every streaming encoder: feed the chunk, then finish into the output vector.
+    macro_rules! encode {
+        ($encoder:expr) => {{
+            let mut enc = $encoder;
+            enc.write_all(src).map_err(e)?;
+            enc.finish().map_err(e)
+        }};
+    }
+    let out = || Vec::with_capacity(src.len() / 2);
     match codec {
         Codec::None => Ok(src.to_vec()),
-        Codec::Zlib => {
-            let mut enc = flate2::write::ZlibEncoder::new(
-                Vec::with_capacity(src.len() / 2),
-                flate2::Compression::new(level_u32(level)),
-            );
-            enc.write_all(src).map_err(e)?;
-            enc.finish().map_err(e)
-        }
-        Codec::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(src.len() / 2),
-                flate2::Compression::new(level_u32(level)),
-            );
-            enc.write_all(src).map_err(e)?;
-            enc.finish().map_err(e)
-        }
-        Codec::Bz2 => {
-            let mut enc = bzip2::write::BzEncoder::new(
-                Vec::with_capacity(src.len() / 2),
-                bzip2::Compression::new(level_u32(level)),
-            );
-            enc.write_all(src).map_err(e)?;
-            enc.finish().map_err(e)
-        }
+        Codec::Zlib => encode!(flate2::write::ZlibEncoder::new(
+            out(),
+            flate2::Compression::new(level_u32(level))
+        )),
+        Codec::Gzip => encode!(flate2::write::GzEncoder::new(
+            out(),
+            flate2::Compression::new(level_u32(level))
+        )),
+        Codec::Bz2 => encode!(bzip2::write::BzEncoder::new(
+            out(),
+            bzip2::Compression::new(level_u32(level))
+        )),
         Codec::Lzma => {
             let opts = liblzma::stream::LzmaOptions::new_preset(level_u32(level))
                 .map_err(|err| codec.encode_err(err))?;
             let stream = liblzma::stream::Stream::new_lzma_encoder(&opts)
                 .map_err(|err| codec.encode_err(err))?;
-            let mut enc =
-                liblzma::write::XzEncoder::new_stream(Vec::with_capacity(src.len() / 2), stream);
-            enc.write_all(src).map_err(e)?;
-            enc.finish().map_err(e)
+            encode!(liblzma::write::XzEncoder::new_stream(out(), stream))
         }
-        Codec::Xz => {
-            let mut enc =
-                liblzma::write::XzEncoder::new(Vec::with_capacity(src.len() / 2), level_u32(level));
-            enc.write_all(src).map_err(e)?;
-            enc.finish().map_err(e)
-        }
+        Codec::Xz => encode!(liblzma::write::XzEncoder::new(out(), level_u32(level))),
         Codec::Lz4 => Ok(lz4_flex::block::compress(src)),
         Codec::Zstd => zstd_compress(src, zstd_effective_level(src, level)).map_err(e),
     }
@@ -507,16 +508,7 @@ pub fn compress_stream(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, 
 mod tests {
     use super::*;
 
-    const ALL: [Codec; 8] = [
-        Codec::None,
-        Codec::Zlib,
-        Codec::Gzip,
-        Codec::Bz2,
-        Codec::Lzma,
-        Codec::Xz,
-        Codec::Lz4,
-        Codec::Zstd,
-    ];
+    const ALL: [Codec; 8] = Codec::ALL;
 
     fn sample(n: usize) -> Vec<u8> {
         (0..n)

@@ -74,16 +74,7 @@ fn sample_buffers() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 #[test]
 fn round_trip_every_codec() {
     let (a, b, p) = sample_buffers();
-    for codec in [
-        Codec::None,
-        Codec::Zlib,
-        Codec::Gzip,
-        Codec::Bz2,
-        Codec::Lzma,
-        Codec::Xz,
-        Codec::Lz4,
-        Codec::Zstd,
-    ] {
+    for codec in Codec::ALL {
         let level = codec.default_level();
         let bytes = encode(&[&a, &b, &[]], &p, codec, level, 1000);
         assert_eq!(bytes.len() % BLOCK, 0);
