@@ -214,7 +214,13 @@ def _load_restricted(
         except (OSError, ValueError):
             fileno = None
     if fileno is not None and os.fstat(fileno).st_size > 0:
-        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
-            return _core.unpickle(mapped, loader, None, 0, 0)[0]
+        mapped = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+        try:
+            return _restricted.unpickle(mapped, loader, None, 0, 0)[0]
+        finally:
+            try:
+                mapped.close()
+            except BufferError:
+                pass  # a view held by an exception's traceback: unmapped when collected
     data = fh.read()
-    return _core.unpickle(data, loader, None, 0, None)[0]
+    return _restricted.unpickle(data, loader, None, 0, None)[0]

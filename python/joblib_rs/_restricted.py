@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Loader", "Rules", "rules_for"]
+__all__ = ["Loader", "Rules", "rules_for", "unpickle"]
 
 _MAX_DIMS = 64
 
@@ -668,9 +668,7 @@ class Loader:
         data = stream.data
         pos = stream.pos + 1  # just after the BUILD opcode
         if dtype.hasobject:
-            from joblib_rs import _core
-
-            array, end = _core.unpickle(data, self, None, pos, stream.file_offset)
+            array, end = unpickle(data, self, None, pos, stream.file_offset)
             if not isinstance(array, np.ndarray) or array.dtype != dtype:
                 raise _refuse(f"{where}: the object array's pickle holds {type(array)}")
             stream.pos = end
@@ -761,6 +759,30 @@ def _fix_import(module: str, name: str) -> tuple[str, str]:
     if (module, name) in _compat_pickle.NAME_MAPPING:
         return _compat_pickle.NAME_MAPPING[(module, name)]
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def unpickle(
+    data: Any,
+    loader: Loader,
+    buffers: Iterable[Any] | None = None,
+    start: int = 0,
+    file_offset: int | None = None,
+) -> tuple[Any, int]:
+    """Decode the pickle at ``start`` of ``data`` under ``loader``: ``(object, end)``.
+
+    Refusals raise :class:`pickle.UnpicklingError`; anything else that goes wrong while
+    decoding (a constructor given arguments of the right types but bad values, text that
+    is not UTF-8...) means the file is damaged and raises ``CorruptFileError``.
+    """
+    from joblib_rs._core import CorruptFileError
+    from joblib_rs._core import unpickle as _unpickle
+
+    try:
+        return _unpickle(data, loader, buffers, start, file_offset)
+    except pickle.UnpicklingError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, EOFError) as exc:
+        raise CorruptFileError(f"file is damaged: {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

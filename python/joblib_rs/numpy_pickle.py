@@ -354,7 +354,7 @@ def _unpickle(data: Any, buffers: list[Any], policy: _restricted.Rules | None) -
     try:
         if policy is None:
             return pickle.loads(data, buffers=buffers)
-        return _core.unpickle(data, _restricted.Loader(policy), buffers)[0]
+        return _restricted.unpickle(data, _restricted.Loader(policy), buffers)[0]
     finally:
         if paused:
             gc.enable()
