@@ -1,9 +1,10 @@
 """Loads hostile pickles under an audit hook, in a fresh interpreter (see test_security.py).
 
-Usage: ``python security_child.py WORKDIR CASE [CASE ...]`` (or ``--all``). For each case,
-each carrier and each protocol 0-5, the file is written first, then loaded with the
-case's ``allowed`` inside an audit window; one JSON line per load reports what ``load`` raised and every
-audit event of interest seen during it, and whether the process was tampered with.
+Usage: ``python security_child.py WORKDIR CASE [CASE ...]`` (or ``--all``). For each
+case, each carrier and each protocol 0-5, the file is written first, then loaded with the
+case's ``allowed`` inside an audit window; one JSON line per load reports what ``load``
+raised, every audit event of interest seen during it, and whether the process was
+tampered with.
 """
 
 from __future__ import annotations
