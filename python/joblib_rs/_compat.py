@@ -184,8 +184,17 @@ def load_joblib_pickle(
         raise CorruptFileError(
             f"{filename or 'the data'} is not a joblib-rs or joblib file (first byte {head!r})"
         )
-    if policy is not None:
-        return _load_restricted(fh, filename, mmap_mode, ensure_native, policy)
+    if policy is None:
+        loader: _restricted.Loader = _restricted.TrustedLoader(filename, mmap_mode, ensure_native)
+    else:
+        loader = _restricted.Loader(policy, filename or None, mmap_mode, ensure_native)
+    return _load_with(fh, loader)
+
+
+def load_joblib_pickle_python(
+    fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+) -> Any:
+    """:func:`load_joblib_pickle` with the pure-Python unpickler (kept as the reference)."""
     try:
         return _JoblibUnpickler(fh, filename, mmap_mode, ensure_native, policy).load()
     except (EOFError, struct.error, IndexError, KeyError) as exc:
@@ -198,15 +207,12 @@ def load_joblib_pickle(
         raise CorruptFileError(f"file is damaged: {exc}") from exc
 
 
-def _load_restricted(
-    fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
-) -> Any:
-    """A joblib pickle through the Rust unpickler under ``policy`` (joblib_rs._restricted).
+def _load_with(fh: IO[bytes], loader: _restricted.Loader) -> Any:
+    """A joblib pickle through the Rust unpickler under ``loader`` (joblib_rs._restricted).
 
     A real file is memory-mapped (its arrays are copied out of the map, or mapped again in
     place under ``mmap_mode``); anything else is read whole.
     """
-    loader = _restricted.Loader(policy, filename or None, mmap_mode, ensure_native)
     fileno = None
     if isinstance(getattr(fh, "raw", fh), io.FileIO):
         try:

@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Loader", "Rules", "rules_for", "unpickle"]
+__all__ = ["Loader", "Rules", "TrustedLoader", "rules_for", "unpickle"]
 
 _MAX_DIMS = 64
 
@@ -646,6 +646,13 @@ class Loader:
             raise _refuse(f"numpy scalar: {dtype.itemsize} bytes expected for {dtype}")
         return np.frombuffer(data, dtype=dtype).copy()[0]
 
+    def _array_subclass_ok(self, cls: Any) -> bool:
+        return (
+            isinstance(cls, type)
+            and id(cls) in self._user_classes
+            and issubclass(cls, _np().ndarray)
+        )
+
     def _wrapper_build(self, wrapper: Any, state: Any, stream: Any) -> Any:
         """joblib's NumpyArrayWrapper: the array's bytes follow the BUILD opcode."""
         np = _np()
@@ -659,11 +666,7 @@ class Loader:
         _safe_dtype(np, dtype, where, self.rules.allow_object)
         if order not in ("C", "F"):
             raise _refuse(f"{where}: bad order {order!r}")
-        if subclass not in (np.ndarray, np.memmap) and not (
-            isinstance(subclass, type)
-            and id(subclass) in self._user_classes
-            and issubclass(subclass, np.ndarray)
-        ):
+        if subclass not in (np.ndarray, np.memmap) and not self._array_subclass_ok(subclass):
             raise _refuse(f"{where}: array subclass {subclass!r} is not allowed")
         data = stream.data
         pos = stream.pos + 1  # just after the BUILD opcode
@@ -712,6 +715,86 @@ class Loader:
         if subclass not in (np.ndarray, np.memmap):
             array = array.view(subclass)
         return array
+
+
+class TrustedLoader(Loader):
+    """An unrestricted load (``allowed=None``) of a joblib file: pickle's own semantics.
+
+    Every global is imported and used as ``pickle.Unpickler.find_class`` would; only
+    joblib's array wrappers are special (their data follows in the file, read or mapped
+    here). This is the fast reader of joblib's files: nothing is checked that the trusted
+    file could abuse, exactly as with ``pickle.load``.
+    """
+
+    def __init__(
+        self,
+        filename: str | None = None,
+        mmap_mode: str | None = None,
+        ensure_native: bool = False,
+    ) -> None:
+        super().__init__(_TRUSTED, filename, mmap_mode, ensure_native)
+
+    def resolve(self, module: str, name: str, proto: int) -> Resolved:
+        if proto < 3:
+            module, name = _fix_import(module, name)
+        full = f"{module}.{name}"
+        if full == "joblib.numpy_pickle.NumpyArrayWrapper":
+            return Resolved(new=_Wrapper, build=self._wrapper_build)
+        if full == "joblib.numpy_pickle.NDArrayWrapper":
+            from joblib_rs._core import CorruptFileError
+
+            raise CorruptFileError(
+                f"{self.filename!r} was written by joblib < 0.10 (separate .npy files); this "
+                "format is not supported"
+            )
+        if full == "copyreg._reconstructor":
+            return Resolved(call=self._reconstructor, build=self._build_reconstructed)
+        __import__(module)
+        obj: Any = sys.modules[module]
+        for part in name.split(".") if proto >= 4 else [name]:
+            obj = getattr(obj, part)
+        cls = obj
+        return Resolved(
+            call=obj,
+            value=obj,
+            has_value=True,
+            new=lambda *a, **k: cls.__new__(cls, *a, **k),
+            build=_pickle_build,
+        )
+
+    def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
+        if cls is _Wrapper:
+            return _Wrapper()
+        import copyreg
+
+        return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
+
+    def _build_reconstructed(self, obj: Any, state: Any, stream: Any) -> Any:
+        if isinstance(obj, _Wrapper):
+            return self._wrapper_build(obj, state, stream)
+        return _pickle_build(obj, state, stream)
+
+    def _array_subclass_ok(self, cls: Any) -> bool:
+        return isinstance(cls, type) and issubclass(cls, _np().ndarray)
+
+
+def _pickle_build(obj: Any, state: Any, stream: Any) -> Any:
+    """BUILD exactly as ``pickle`` does it (for trusted files)."""
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None and not _is_object_setstate(type(obj)):
+        setstate(state)
+        return obj
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        inst_dict = obj.__dict__
+        for k, v in state.items():
+            inst_dict[sys.intern(k) if type(k) is str else k] = v
+    if slotstate:
+        for k, v in slotstate.items():
+            setattr(obj, k, v)
+    return obj
 
 
 def _datetime_meta(meta: Any) -> bool:
@@ -813,6 +896,8 @@ class Rules:
 
 
 _RULES_CACHE: dict[tuple[str, ...], Rules] = {}
+#: The rules of an unrestricted load: any global (see :class:`TrustedLoader`).
+_TRUSTED = Rules(None, safe=False, exact=frozenset({"*"}), packages=())
 
 
 def rules_for(allowed: Any) -> Rules | None:
