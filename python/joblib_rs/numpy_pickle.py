@@ -457,11 +457,12 @@ def load(
         ``mmap_mode`` is None.
     allowed : None, 'safe' or iterable of str, keyword-only
         None (default) loads anything, like :mod:`pickle` and joblib: never load untrusted
-        files that way. ``'safe'`` allows only containers, numbers, strings, numpy arrays and
-        dtypes, dates, decimals, fractions and collections (see ``SAFE_GLOBALS``); a list of
-        ``'module.qualname'`` patterns (``fnmatch`` wildcards, may include ``'safe'``) allows
-        exactly those. Any other global raises :class:`pickle.UnpicklingError` naming it
-        before any of its code runs.
+        files that way. ``'safe'`` is data only: containers, numbers, strings, numpy arrays
+        (not object arrays) and dtypes, dates, decimals, fractions and collections, each
+        built by a constructor that checks its arguments. A list may add exact globals
+        (``'module.Name'``) and packages (``'pkg.*'``: the classes defined under ``pkg``).
+        Anything else raises :class:`pickle.UnpicklingError` naming the global, before any
+        of its code runs. See ``docs/security.md``.
 
     Returns
     -------
