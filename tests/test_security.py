@@ -141,3 +141,95 @@ def test_sklearn_model_loads_with_safe_and_sklearn(tmp_path: Path) -> None:
             loaded = joblib_rs.load(path, allowed=["safe", "sklearn.*"])
             np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert sklearn.__version__
+
+
+def _honest_values() -> dict[str, object]:
+    import collections
+    import datetime
+    import decimal
+    import fractions
+
+    tz = datetime.timezone(datetime.timedelta(hours=1), "X")
+    return {
+        "set": {1, 2},
+        "frozenset": frozenset([1]),
+        "range": range(1, 5, 2),
+        "bytes": b"ab\x00\xff",
+        "bytearray": bytearray(b"xy"),
+        "complex": 1 + 2j,
+        "datetime": datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=tz),
+        "date": datetime.date(2020, 1, 2),
+        "timedelta": datetime.timedelta(1, 2, 3),
+        "time": datetime.time(1, 2, 3),
+        "decimal": decimal.Decimal("1.5"),
+        "fraction": fractions.Fraction(1, 3),
+        "counter": collections.Counter("aab"),
+        "ordered": collections.OrderedDict(a=1),
+        "defaultdict": collections.defaultdict(list, a=[1]),
+        "deque": collections.deque([1, 2], maxlen=5),
+        "slice": slice(1, 2, None),
+        "big ints": [2**100, -(2**70)],
+        "text": "é\ud800x",
+        "nested": [[1, (2, 3)], {"a": {1, 2}}],
+        "array big-endian": np.arange(3, dtype=">i4"),
+        "array fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "array empty": np.empty((0, 3)),
+        "array 0-d": np.array(5),
+        "array unicode": np.array(["ab"], dtype="U3"),
+        "array structured": np.zeros(3, dtype=[("a", "<i8"), ("b", "U3"), ("c", ("f4", (2,)))]),
+        "array datetime64": np.arange(3).astype("M8[D]"),
+        "scalar": np.float32(1.5),
+        "dtype structured": np.dtype([("a", "<i8"), ("b", "U3")]),
+        "dtype datetime": np.dtype("M8[ns]"),
+        "dtype subarray": np.dtype(("<f8", (2, 3))),
+        "scalar type": np.float64,
+    }
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray):
+        return (
+            type(a) is type(b)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.flags.f_contiguous == b.flags.f_contiguous
+            and np.array_equal(a, b)
+        )
+    if type(a) is not type(b) or a != b:
+        return False
+    if hasattr(a, "default_factory"):
+        return a.default_factory is b.default_factory  # type: ignore[attr-defined]
+    if hasattr(a, "maxlen"):
+        return a.maxlen == b.maxlen  # type: ignore[attr-defined]
+    return True
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_plain_pickles_of_every_protocol_load_unchanged_under_safe(
+    tmp_path: Path, proto: int
+) -> None:
+    for name, value in _honest_values().items():
+        path = tmp_path / "v.pkl"
+        path.write_bytes(pickle.dumps(value, protocol=proto))
+        expected = pickle.loads(path.read_bytes())
+        got = joblib_rs.load(path, allowed="safe")
+        assert _same(expected, got), (name, proto, got)
+
+
+@pytest.mark.parametrize("mmap_mode", [None, "r"])
+def test_dumped_data_loads_unchanged_under_safe(tmp_path: Path, mmap_mode: str | None) -> None:
+    import joblib
+
+    values = _honest_values()
+    for writer, path in ((joblib_rs.dump, tmp_path / "v.jrs"), (joblib.dump, tmp_path / "v.pkl")):
+        writer(values, path)
+        got = joblib_rs.load(path, mmap_mode=mmap_mode, allowed="safe")
+        expected = joblib_rs.load(path, mmap_mode=mmap_mode)
+        for name in values:
+            if isinstance(expected[name], np.ndarray):
+                np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(expected[name]))
+                assert got[name].dtype == expected[name].dtype, name
+                assert type(got[name]) is type(expected[name]), name
+            else:
+                assert _same(expected[name], got[name]), (name, writer)

@@ -157,6 +157,18 @@ impl<'py> Vm<'py> {
             .ok_or_else(|| damaged(pos, "stack underflow"))
     }
 
+    /// The object on top of the stack that APPENDS/SETITEMS/ADDITEMS fill: never a global
+    /// (a class or function must not be changed by the file).
+    fn container(&mut self, pos: usize) -> PyResult<Bound<'py, PyAny>> {
+        match self.top(pos)?.clone() {
+            Val::Global(g) => Err(unpickling_error(format!(
+                "adding items to global '{}' at byte {pos} is refused in a restricted load",
+                g.name
+            ))),
+            other => self.obj(other),
+        }
+    }
+
     fn pop_mark(&mut self, pos: usize) -> PyResult<Vec<Val<'py>>> {
         let base = self.marks.pop().ok_or_else(|| damaged(pos, "no MARK"))?;
         if base > self.stack.len() {
@@ -442,8 +454,7 @@ impl<'py> Vm<'py> {
                         self.pop_mark(pos)?
                     };
                     let items = self.objs(items)?;
-                    let target = self.top(pos)?.clone();
-                    let target = self.obj(target)?;
+                    let target = self.container(pos)?;
                     self.append(&target, items, pos)?;
                 }
                 Op::EmptyTuple => self.stack.push(Val::Obj(PyTuple::empty(py).into_any())),
@@ -489,16 +500,14 @@ impl<'py> Vm<'py> {
                         return Err(damaged(pos, "odd number of items for SETITEMS"));
                     }
                     let items = self.objs(items)?;
-                    let target = self.top(pos)?.clone();
-                    let target = self.obj(target)?;
+                    let target = self.container(pos)?;
                     self.set_items(&target, &items, pos)?;
                 }
                 Op::EmptySet => self.stack.push(Val::Obj(PySet::empty(py)?.into_any())),
                 Op::AddItems => {
                     let items = self.pop_mark(pos)?;
                     let items = self.objs(items)?;
-                    let target = self.top(pos)?.clone();
-                    let target = self.obj(target)?;
+                    let target = self.container(pos)?;
                     if let Ok(set) = target.cast_exact::<PySet>() {
                         for item in items {
                             set.add(item)?;
