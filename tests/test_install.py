@@ -191,3 +191,30 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
         assert joblib.Parallel.__module__ == "joblib.parallel"
         """
     )
+
+
+def test_scikit_learn_on_a_dask_cluster_through_install() -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("distributed")
+    out = _python(
+        """
+        import joblib_rs
+        joblib_rs.install()
+        import joblib
+        from dask.distributed import Client, LocalCluster, get_task_stream
+        from sklearn.datasets import make_classification
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.model_selection import cross_val_score
+
+        if __name__ == "__main__":
+            x, y = make_classification(n_samples=300, random_state=0)
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                with joblib.parallel_config(backend="dask"), get_task_stream(client) as ts:
+                    scores = cross_val_score(
+                        RandomForestClassifier(n_estimators=10, random_state=0), x, y, cv=3)
+            # The folds ran as tasks of the cluster (3 fits at least).
+            print(len(scores), joblib.parallel_config.__module__, len(ts.data) >= 3)
+        """
+    )
+    assert out.stdout.split() == ["3", "joblib_rs.parallel", "True"]
