@@ -997,3 +997,22 @@ def test_dump_fsync_switch(tmp_path: Path, fsync: bool) -> None:
     assert_same(joblib_rs.load(path), {"a": np.arange(10)})
     with pytest.raises(TypeError, match="fsync must be True or False"):
         joblib_rs.dump(1, path, fsync="yes")  # type: ignore[arg-type]
+
+
+def test_unaligned_joblib_array_is_mapped_with_joblibs_warning(tmp_path: Path) -> None:
+    """A joblib < 1.2 file (no alignment padding): mapped anyway, with joblib's warning."""
+    from hostile_pickles import P, dtype
+
+    p = P(2).glob("joblib.numpy_pickle", "NumpyArrayWrapper").empty_tuple().raw(pickle.NEWOBJ)
+    p = p.mark().str("subclass").glob("numpy", "ndarray").str("shape").mark().int(4).tuple()
+    p = dtype("i4")(p.str("order").str("C").str("dtype"))
+    p = p.str("allow_mmap").bool(True).dict().build()
+    path = tmp_path / "old.pkl"
+    path.write_bytes(bytes(p.out) + np.arange(4, dtype="<i4").tobytes() + pickle.STOP)
+    import joblib
+
+    assert joblib.load(path).tolist() == [0, 1, 2, 3]
+    with pytest.warns(UserWarning, match="not byte aligned"):
+        mapped = joblib_rs.load(path, mmap_mode="r")
+    assert isinstance(mapped, np.memmap) and mapped.tolist() == [0, 1, 2, 3]
+    assert joblib_rs.load(path, allowed="safe").tolist() == [0, 1, 2, 3]

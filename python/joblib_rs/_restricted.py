@@ -29,6 +29,7 @@ import keyword
 import pickle
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -704,6 +705,16 @@ class Loader:
                 shape=shape,
                 order=order,
             )
+            if "numpy_array_alignment_bytes" not in state and (stream.file_offset + pos) % 16:
+                # As joblib: files of joblib < 1.2 do not align their arrays.
+                warnings.warn(
+                    f"The memmapped array {array} loaded from the file {self.filename} is not "
+                    "byte aligned. This may cause segmentation faults if this memmapped array "
+                    "is used in some libraries like BLAS or PyTorch. To get rid of this "
+                    "warning, regenerate your pickle file with joblib >= 1.2.0. See "
+                    "https://github.com/joblib/joblib/issues/563 for more details",
+                    stacklevel=2,
+                )
         else:
             flat = np.empty(_count(shape), dtype=dtype)
             if nbytes:
