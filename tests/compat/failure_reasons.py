@@ -127,7 +127,9 @@ def classify(test_file: str, test_id: str, message: str) -> Reason:
             "missing",
             _owner_of(module),
         )
-    missing_attr = re.search(r"module '(joblib(?:_rs)?)\.?([\w.]*)' has no attribute '(\w+)'", message)
+    missing_attr = re.search(
+        r"module '(joblib(?:_rs)?)\.?([\w.]*)' has no attribute '(\w+)'", message
+    )
     if missing_attr:
         module, attr = missing_attr.group(2) or "__init__", missing_attr.group(3)
         return Reason(

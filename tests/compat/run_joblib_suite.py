@@ -132,6 +132,10 @@ def parse_junit(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _first_line(message: str) -> str:
+    """The error line of a failure report (pytest's ``E   ...`` line when there is one)."""
+    for line in message.splitlines():
+        if line.startswith("E   "):
+            return line[1:].strip()[:160]
     for line in message.splitlines():
         line = line.strip()
         if line:
@@ -146,12 +150,21 @@ def summarize(results: dict[str, dict[str, Any]], modules: list[str]) -> dict[st
     for module in modules:
         base = results["joblib"].get(module, {"tests": {}, "exit_code": None})
         ours = results["joblib_rs"].get(module, {"tests": {}, "exit_code": None})
-        names = sorted(set(base["tests"]) | set(ours["tests"]))
+        names = sorted(base["tests"] or ours["tests"])
+        # A file that fails to collect reports one error entry, named after the module.
+        collect_error = next(
+            (
+                t["message"]
+                for n, t in ours["tests"].items()
+                if n not in base["tests"] and t["outcome"] == "error"
+            ),
+            "",
+        )
 
         def passed(run: dict[str, Any], name: str) -> bool:
             return run["tests"].get(name, {}).get("outcome") == "passed"
 
-        collected_rs = bool(ours["tests"]) and ours["exit_code"] not in (2, 3, 4, -1)
+        collected_rs = not collect_error and ours["exit_code"] not in (2, 3, 4, -1)
         row = {
             "file": module,
             "tests": len(names),
@@ -164,7 +177,7 @@ def summarize(results: dict[str, dict[str, Any]], modules: list[str]) -> dict[st
         rows.append(row)
         for name in names:
             if passed(base, name) and not passed(ours, name):
-                entry = ours["tests"].get(name, {"outcome": "missing", "message": ""})
+                entry = ours["tests"].get(name, {"outcome": "missing", "message": collect_error})
                 reason = classify(module, name, entry["message"])
                 key = reason.key
                 cause = causes.setdefault(
@@ -215,7 +228,7 @@ def write_markdown(summary: dict[str, Any], path: Path, joblib_version: str) -> 
     causes = sorted(summary["causes"].values(), key=lambda c: -len(c["tests"]))
     for cause in causes:
         reason = cause["reason"]
-        lines.append(f"### {len(cause['tests'])} × {reason.title}")
+        lines.append(f"### {len(cause['tests'])} x {reason.title}")
         lines.append("")
         lines.append(f"- kind: {reason.kind}; owner: {reason.owner}")
         if reason.detail:
@@ -225,7 +238,11 @@ def write_markdown(summary: dict[str, Any], path: Path, joblib_version: str) -> 
             lines.append(f"- example error: `{example}`")
         shown = cause["tests"][:8]
         more = len(cause["tests"]) - len(shown)
-        lines.append("- tests: " + ", ".join(f"`{t}`" for t in shown) + (f" and {more} more" if more else ""))
+        lines.append(
+            "- tests: "
+            + ", ".join(f"`{t}`" for t in shown)
+            + (f" and {more} more" if more else "")
+        )
         lines.append("")
     path.write_text("\n".join(lines).rstrip() + "\n")
 
@@ -233,7 +250,11 @@ def write_markdown(summary: dict[str, Any], path: Path, joblib_version: str) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="*", help="test modules (default: all)")
-    parser.add_argument("--reuse-joblib", action="store_true")
+    parser.add_argument(
+        "--reuse-joblib", action="store_true", help="keep the joblib results of a previous run"
+    )
+    parser.add_argument("--libs", nargs="*", choices=LIBS, help="run only these (default: both)")
+    parser.add_argument("--no-doc", action="store_true", help="do not write the markdown page")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per test")
     parser.add_argument("--jobs", type=int, default=1, help="files run at once")
     parser.add_argument("--out", type=Path, default=ROOT / "target" / "compat")
@@ -250,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {lib: {} for lib in LIBS}
     if results_path.exists():
         results.update(json.loads(results_path.read_text()))
-    libs = ["joblib_rs"] if args.reuse_joblib else list(LIBS)
+    libs = args.libs or (["joblib_rs"] if args.reuse_joblib else list(LIBS))
     jobs = [(lib, m) for m in modules for lib in libs]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_file, lib, m, out, args.timeout): (lib, m) for lib, m in jobs}
@@ -265,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results_path.write_text(json.dumps(results))
+    if args.no_doc:
+        return 0
     version = subprocess.run(
         [sys.executable, "-c", "import joblib; print(joblib.__version__)"],
         capture_output=True,
