@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Make cargo (clippy, tests) build PyO3 against the same interpreter as the package.
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean
+.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean compat
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ rust-test:
 
 py-test:
 	$(PY) -m pytest
+
+## joblib's own test suite on joblib and on joblib-rs (several minutes; not part of `test`):
+## writes docs/compatibility.md. Extra arguments: make compat COMPAT_ARGS="--files test_hashing".
+compat: install
+	$(PY) -m pip install --quiet 'pytest-asyncio>=0.23'  # joblib's async Memory tests
+	$(PY) tests/compat/run_joblib_suite.py $(COMPAT_ARGS)
 
 ## Editable install with a quick optimised build, for development.
 dev: $(PY)

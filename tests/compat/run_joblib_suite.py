@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--libs", nargs="*", choices=LIBS, help="run only these (default: both)")
     parser.add_argument("--no-doc", action="store_true", help="do not write the markdown page")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the page from the stored results"
+    )
     parser.add_argument("--timeout", type=int, default=120, help="seconds per test")
     parser.add_argument("--jobs", type=int, default=1, help="files run at once")
     parser.add_argument("--out", type=Path, default=ROOT / "target" / "compat")
@@ -272,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if results_path.exists():
         results.update(json.loads(results_path.read_text()))
     libs = args.libs or (["joblib_rs"] if args.reuse_joblib else list(LIBS))
+    if args.report_only:
+        libs = []
     jobs = [(lib, m) for m in modules for lib in libs]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_file, lib, m, out, args.timeout): (lib, m) for lib, m in jobs}

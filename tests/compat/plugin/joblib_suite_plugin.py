@@ -1,10 +1,23 @@
 """pytest plugin standing in for the ``conftest.py`` of joblib's repository (not in the wheel).
 
-Loaded with ``-p joblib_suite_plugin`` by ``tests/compat/run_joblib_suite.py``; it gives joblib's
-test files the fixtures they expect from that conftest: dask's event-loop fixtures.
+Loaded with ``-p joblib_suite_plugin`` by ``tests/compat/run_joblib_suite.py``. It
+
+- gives joblib's test files the fixtures they expect from that conftest (dask's event-loop
+  fixtures);
+- checks that ``import joblib`` gives the library the run is for (``JOBLIB_SUITE_EXPECT``), so
+  a misconfigured run cannot silently test the wrong one;
+- stretches the whole-file watchdogs some test files arm with
+  ``faulthandler.dump_traceback_later(timeout, exit=True)`` by ``JOBLIB_SUITE_WATCHDOG_SCALE``
+  (default 4): on a shared 2-core machine a file can take longer than its author's budget,
+  and the watchdog would kill the process before it writes its report. Per-test limits stay
+  those of ``pytest-timeout``.
 """
 
 from __future__ import annotations
+
+import faulthandler
+import os
+from typing import Any
 
 try:
     from distributed.utils_test import (  # noqa: F401  (fixtures, found by name)
@@ -14,3 +27,29 @@ try:
     )
 except ImportError:  # dask is optional: its test file skips itself then
     pass
+
+_original_watchdog = faulthandler.dump_traceback_later
+
+
+def _scaled_watchdog(timeout: float, *args: Any, **kwargs: Any) -> None:
+    scale = float(os.environ.get("JOBLIB_SUITE_WATCHDOG_SCALE", "4"))
+    _original_watchdog(timeout * scale, *args, **kwargs)
+
+
+def pytest_configure(config: Any) -> None:
+    faulthandler.dump_traceback_later = _scaled_watchdog  # type: ignore[assignment]
+    expected = os.environ.get("JOBLIB_SUITE_EXPECT")
+    if expected:
+        import joblib
+
+        if joblib.__name__ != expected:
+            raise RuntimeError(
+                f"'import joblib' gives {joblib.__name__} ({joblib.__file__}), "
+                f"this run is for {expected}"
+            )
+
+
+def pytest_report_header(config: Any) -> str:
+    import joblib
+
+    return f"joblib under test: {joblib.__name__} from {os.path.dirname(joblib.__file__)}"
