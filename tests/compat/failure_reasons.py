@@ -105,6 +105,26 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
+        r"cannot find context for 'loky'|^test_module::.*test_no_resource_tracker_on_import",
+        Reason(
+            "loky-context",
+            "no `'loky'` multiprocessing context / `loky.backend.resource_tracker` (loky "
+            "registers them on import)",
+            "missing",
+            "parallel-engine engineer",
+        ),
+    ),
+    Rule(
+        r"Non-zero return code: -15",
+        Reason(
+            "subprocess-timeout",
+            "a 5-second subprocess (`python -c 'import joblib ...'`) was killed: importing "
+            "takes 6-8 s for joblib and joblib-rs alike on this loaded 2-core machine",
+            "environment",
+            "none (flaky under load)",
+        ),
+    ),
+    Rule(
         r"No module named 'joblib\.pool'",
         Reason(
             "pool",
