@@ -42,7 +42,8 @@ py-test:
 ## joblib's own test suite on joblib and on joblib-rs (several minutes; not part of `test`):
 ## writes docs/compatibility.md. Extra arguments: make compat COMPAT_ARGS="--files test_hashing".
 compat: install
-	$(PY) -m pip install --quiet 'pytest-asyncio>=0.23'  # joblib's async Memory tests
+	# joblib's async Memory tests need pytest-asyncio: kept out of the venv (and of make test).
+	$(PY) -m pip install --quiet --no-deps --target target/compat/site 'pytest-asyncio>=0.23'
 	$(PY) tests/compat/run_joblib_suite.py $(COMPAT_ARGS)
 
 ## Editable install with a quick optimised build, for development.

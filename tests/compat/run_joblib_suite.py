@@ -38,6 +38,8 @@ from failure_reasons import classify  # noqa: E402
 
 ALIAS_DIR = HERE / "alias"
 PLUGIN_DIR = HERE / "plugin"
+#: Test-only packages for the suite (not installed in the venv, see the Makefile).
+EXTRA_SITE = ROOT / "target" / "compat" / "site"
 LIBS = ("joblib", "joblib_rs")
 
 
@@ -51,6 +53,8 @@ def joblib_test_dir() -> Path:
 def _env(lib: str) -> dict[str, str]:
     env = dict(os.environ)
     paths = [str(PLUGIN_DIR)]
+    if EXTRA_SITE.is_dir():
+        paths.append(str(EXTRA_SITE))  # pytest-asyncio, installed there by `make compat`
     if lib == "joblib_rs":
         paths.insert(0, str(ALIAS_DIR))
     if env.get("PYTHONPATH"):
