@@ -167,3 +167,29 @@ def test_weak_array_key_map():
         m.get(np.ones(2))
     with pytest.raises(pickle.PicklingError):
         pickle.dumps(m)
+
+
+def test_limit_decorator_and_eval_node():
+    import ast
+
+    @_utils.limit(max_=10)
+    def identity(x):
+        return x
+
+    assert identity(3) == 3 and identity("text") == "text"
+    with pytest.raises(ValueError, match="Numeric literal 11 is too large, max is 10"):
+        identity(11)
+    assert _utils.eval_(ast.parse("2*3", mode="eval").body) == 6
+
+
+def test_load_temporary_memmap_unlinks_on_collect(tmp_path):
+    import joblib_rs
+
+    path = str(tmp_path / "a.jrs")
+    joblib_rs.dump(np.arange(100.0), path)
+    loaded = jmr.load_temporary_memmap(path, "r", unlink_on_gc_collect=True)
+    assert isinstance(loaded, np.memmap) and jmr.has_shareable_memory(loaded)
+    np.testing.assert_array_equal(loaded, np.arange(100.0))
+    del loaded
+    gc.collect()
+    assert not os.path.exists(path)

@@ -5,9 +5,10 @@
 - :func:`_get_backing_memmap`, :func:`_get_temp_dir`, :func:`_strided_from_memmap`,
   :class:`_WeakArrayKeyMap`, :func:`unlink_file`: the building blocks joblib's own tests use.
 
-The reducers that plug these into a pool (``ArrayMemmapForwardReducer``,
-``get_memmapping_reducers``, ``TemporaryResourcesManager``) belong to joblib's loky pool and
-are not provided: joblib-rs's process pool shares arrays through ``joblib_rs._memmapping``.
+``dump`` and ``load`` are joblib-rs's. The reducers that plug these into a pool
+(``ArrayMemmapForwardReducer``, ``get_memmapping_reducers``, ``TemporaryResourcesManager``)
+belong to joblib's loky pool and are not provided: joblib-rs's process pool shares arrays
+through ``joblib_rs._memmapping``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import pickle
 import stat
 import time
 import weakref
+from pickle import HIGHEST_PROTOCOL  # noqa: F401  (joblib's module has it)
 from typing import Any
 
 from joblib_rs.backports import make_memmap
+from joblib_rs.disk import delete_folder  # noqa: F401  (joblib's module has it)
+from joblib_rs.numpy_pickle import dump, load  # noqa: F401  (dump: joblib's module has it)
 
 __all__ = [
     "FILE_PERMISSIONS",
@@ -30,6 +34,7 @@ __all__ = [
     "SYSTEM_SHARED_MEM_FS_MIN_SIZE",
     "add_maybe_unlink_finalizer",
     "has_shareable_memory",
+    "load_temporary_memmap",
     "unlink_file",
 ]
 
@@ -90,6 +95,19 @@ def add_maybe_unlink_finalizer(memmap: Any) -> None:
     """
     owner = getattr(memmap, "_mmap", None)
     weakref.finalize(memmap if owner is None else owner, unlink_file, memmap.filename)
+
+
+def load_temporary_memmap(filename: str, mmap_mode: str, unlink_on_gc_collect: bool) -> Any:
+    """Load the array dumped to ``filename`` memory-mapped with ``mmap_mode``; with
+    ``unlink_on_gc_collect``, the file is deleted once the array is garbage collected.
+
+    The file may be a joblib or a joblib-rs file (``joblib_rs.load`` reads both).
+    """
+    obj = load(filename, mmap_mode)
+    JOBLIB_MMAPS.add(getattr(obj, "filename", None) or filename)
+    if unlink_on_gc_collect:
+        add_maybe_unlink_finalizer(obj)
+    return obj
 
 
 def _get_temp_dir(pool_folder_name: str, temp_folder: str | None = None) -> tuple[str, bool]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 from joblib_rs.parallel import _Sentinel
 
-__all__ = ["eval_expr"]
+__all__ = ["eval_", "eval_expr", "limit"]
 
 #: Arithmetic :func:`eval_expr` accepts, by AST node type.
 operators: dict[type, Callable[..., Any]] = {
@@ -65,10 +66,36 @@ def eval_expr(expr: str) -> int | float:
         raise ValueError(f"{expr!r} is not a valid or supported arithmetic expression.") from exc
 
 
+def limit(max_: float | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator making a function raise ``ValueError`` when it returns a number whose
+    magnitude exceeds ``max_`` (non-numbers pass through)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            value = func(*args, **kwargs)
+            try:
+                magnitude = abs(value)
+            except TypeError:
+                return value
+            if max_ is not None and magnitude > max_:
+                raise ValueError(f"Numeric literal {value} is too large, max is {max_}.")
+            return value
+
+        return checked
+
+    return decorate
+
+
 def _bounded(value: Any) -> Any:
     if abs(value) > _MAX_VALUE:
         raise ValueError(f"Numeric literal {value} is too large, max is {_MAX_VALUE}.")
     return value
+
+
+def eval_(node: ast.AST) -> Any:
+    """The value of one node of a parsed arithmetic expression (see :func:`eval_expr`)."""
+    return _evaluate(node)
 
 
 def _evaluate(node: ast.AST) -> Any:

@@ -71,6 +71,10 @@ class _CallableKey:
         self.args = args
 
 
+# joblib's names for the two stand-ins.
+_ConsistentSet = _SortedSet
+_MyHash = _CallableKey
+
 #: The stand-in classes, by the name they are written under.
 _WIRE_CLASSES: dict[type, str] = {cls: cls._wire_name for cls in (_SortedSet, _CallableKey)}
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from joblib_rs._func_inspect import format_time, pformat
+from joblib_rs.disk import mkdirp  # noqa: F401  (joblib.logger has it)
 
 __all__ = ["Logger", "PrintTime", "format_time", "pformat", "short_format_time"]
 

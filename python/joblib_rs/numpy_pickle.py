@@ -675,3 +675,10 @@ from joblib_rs.numpy_pickle_compat import (  # noqa: E402, F401
     load_compatibility,
 )
 from joblib_rs.numpy_pickle_utils import BUFFER_SIZE, _read_bytes  # noqa: E402, F401
+
+
+def load_temporary_memmap(filename: str, mmap_mode: str, unlink_on_gc_collect: bool) -> Any:
+    """See :func:`joblib_rs._memmapping_reducer.load_temporary_memmap`."""
+    from joblib_rs._memmapping_reducer import load_temporary_memmap as load_memmap
+
+    return load_memmap(filename, mmap_mode, unlink_on_gc_collect)
