@@ -248,3 +248,27 @@ def test_missing_names_report_runs():
     )
     assert "joblib.numpy_pickle: " not in out.stdout or "NumpyPickler" not in out.stdout
     assert "joblib.func_inspect" not in out.stdout
+
+
+class _CallsGetcwd:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_restricting_find_class_also_guards_object_array_streams(tmp_path):
+    path = str(tmp_path / "objects.pkl")
+    joblib.dump(np.array([_CallsGetcwd()], dtype=object), path)
+    rejected = []
+
+    class Restricted(numpy_pickle.NumpyUnpickler):
+        def find_class(self, module, name):
+            if module.split(".")[0] in ("os", "posix", "nt"):
+                rejected.append(module)
+                raise pickle.UnpicklingError(f"blocked {module}.{name}")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as fh, pytest.raises(pickle.UnpicklingError, match="blocked"):
+        Restricted(path, fh, ensure_native_byte_order=True).load()
+    assert rejected  # refused inside the nested stream of the object array
+    with open(path, "rb") as fh:
+        assert numpy_pickle.NumpyUnpickler(path, fh, True).load()[0] == os.getcwd()

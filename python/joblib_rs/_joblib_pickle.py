@@ -20,7 +20,7 @@ from typing import IO, Any
 from joblib_rs._compat import _JoblibArrayWrapper, _JoblibUnpickler
 from joblib_rs._joblib_compressors import BinaryZlibFile
 from joblib_rs.numpy_pickle_compat import NDArrayWrapper, ZNDArrayWrapper
-from joblib_rs.numpy_pickle_utils import Pickler, _ensure_native_byte_order
+from joblib_rs.numpy_pickle_utils import Pickler, Unpickler, _ensure_native_byte_order
 
 __all__ = [
     "NUMPY_ARRAY_ALIGNMENT_BYTES",
@@ -253,6 +253,17 @@ class NumpyUnpickler(_JoblibUnpickler):
         if full in _OLD_WRAPPERS:
             return _OLD_WRAPPERS[full]
         return super().find_class(module, name)
+
+    def _read_array(self, wrapper: Any) -> Any:
+        """The array of ``wrapper``; an object array's nested pickle goes through this
+        unpickler's ``find_class`` too, so a restricting subclass also guards it."""
+        import numpy as np
+
+        if not np.dtype(wrapper.dtype).hasobject:
+            return super()._read_array(wrapper)
+        inner = Unpickler(self.file_handle)
+        inner.find_class = self.find_class
+        return inner.load()
 
     def load_build(self) -> None:
         """Apply a BUILD opcode; a wrapper on the stack is replaced by its array."""

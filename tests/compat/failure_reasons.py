@@ -150,6 +150,18 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
+        r"^test_memory(_async)?::.*(check_mmap_mode|recomputes_after_an_error_while_loading|"
+        r"reduce_size_bytes_limit)",
+        Reason(
+            "memory-warnings",
+            "`Memory` does not emit the warnings joblib's tests count (loading a cached result "
+            "with another `mmap_mode`, recomputing after a load error), and `reduce_size` "
+            "keeps a different number of entries",
+            "bug",
+            "memory/store engineer",
+        ),
+    ),
+    Rule(
         r"^test_memory(_async)?::.*(joblib_rs/joblib|/joblib_rs/|output\.pkl|Created by joblib)",
         Reason(
             "memory-layout",
@@ -171,18 +183,6 @@ RULES: list[Rule] = [
             "difference",
             "memory/store engineer",
             'differences.md, Files and caches: "The `Memory` folder is `<location>/joblib_rs`".',
-        ),
-    ),
-    Rule(
-        r"^test_memory(_async)?::.*(check_mmap_mode|recomputes_after_an_error_while_loading|"
-        r"reduce_size_bytes_limit)",
-        Reason(
-            "memory-warnings",
-            "`Memory` does not emit the warnings joblib's tests count (loading a cached result "
-            "with another `mmap_mode`, recomputing after a load error), and `reduce_size` "
-            "keeps a different number of entries",
-            "bug",
-            "memory/store engineer",
         ),
     ),
     Rule(
@@ -209,6 +209,41 @@ RULES: list[Rule] = [
             "difference",
             "lead",
             'differences.md, Files and caches: "lz4 has one level" (built-in lz4).',
+        ),
+    ),
+    Rule(
+        r"first byte b''\)",
+        Reason(
+            "load-fileobj-position",
+            "`load(fileobj)` reads from the file object's current position; joblib happens "
+            "to rewind a file object without `peek()` (e.g. `BytesIO` right after `dump`)",
+            "bug",
+            "lead (load)",
+        ),
+    ),
+    Rule(
+        r"^test_numpy_pickle::.*test_joblib_pickle_across_python_versions",
+        Reason(
+            "load-old-files",
+            "`load` refuses joblib < 0.10 files (arrays in separate files) and does not give "
+            "joblib's message for Python 2 pickles",
+            "missing",
+            "lead (load)",
+            "`joblib_rs.numpy_pickle.NumpyUnpickler` / `numpy_pickle_compat` read the old "
+            "layout: `load` can route such files to them.",
+        ),
+    ),
+    Rule(
+        r"^test_numpy_pickle::.*test_object_array_inner_stream_uses_caller_find_class",
+        Reason(
+            "dump-format",
+            "`dump` writes joblib-rs's container, not joblib's pickle layout: tests reading "
+            "the file themselves (compressor magic bytes, external gunzip, array alignment) "
+            "do not find joblib's format",
+            "difference",
+            "issue 17 (dump in joblib's format) / lead",
+            'differences.md, Files and caches: "New file format for `dump`". '
+            "`joblib_rs.numpy_pickle.NumpyPickler` already writes joblib's format.",
         ),
     ),
     Rule(

@@ -248,6 +248,20 @@ def write_markdown(summary: dict[str, Any], path: Path, joblib_version: str) -> 
             + (f" and {more} more" if more else "")
         )
         lines.append("")
+    lines += [
+        "## Names joblib has and joblib-rs lacks",
+        "",
+        "From `tests/compat/missing_names.py` (public names, and the private ones known to be "
+        "used outside joblib):",
+        "",
+        "| joblib module | missing in joblib-rs |",
+        "| --- | --- |",
+    ]
+    from missing_names import report
+
+    for module, missing in report().items():
+        text = "the whole module" if missing is None else ", ".join(f"`{n}`" for n in missing)
+        lines.append(f"| `{module}` | {text} |")
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
