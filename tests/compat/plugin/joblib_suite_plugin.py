@@ -10,7 +10,10 @@ Loaded with ``-p joblib_suite_plugin`` by ``tests/compat/run_joblib_suite.py``. 
   ``faulthandler.dump_traceback_later(timeout, exit=True)`` by ``JOBLIB_SUITE_WATCHDOG_SCALE``
   (default 4): on a shared 2-core machine a file can take longer than its author's budget,
   and the watchdog would kill the process before it writes its report. Per-test limits stay
-  those of ``pytest-timeout``.
+  those of ``pytest-timeout``;
+- with ``JOBLIB_SUITE_HASH_DEFAULT=md5``, makes ``hash_name='md5'`` the default of
+  ``joblib_rs.hash`` (joblib's default), to check joblib-rs's md5 digests against joblib's own
+  hashing tests, which pin joblib's values.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def _scaled_watchdog(timeout: float, *args: Any, **kwargs: Any) -> None:
 
 def pytest_configure(config: Any) -> None:
     faulthandler.dump_traceback_later = _scaled_watchdog  # type: ignore[assignment]
+    default_hash = os.environ.get("JOBLIB_SUITE_HASH_DEFAULT")
+    if default_hash:
+        import joblib_rs.hashing
+
+        joblib_rs.hashing.hash.__defaults__ = (default_hash, False)
     expected = os.environ.get("JOBLIB_SUITE_EXPECT")
     if expected:
         import joblib
