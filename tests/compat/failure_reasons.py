@@ -125,6 +125,19 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
+        r"^test_memmapping::.*ArrayMemmapForwardReducer",
+        Reason(
+            "memmapping-reducers",
+            "`test_memmapping` imports loky's pool machinery: `_memmapping_reducer."
+            "ArrayMemmapForwardReducer`, `joblib.executor._TestingMemmappingExecutor`, "
+            "`joblib.pool.MemmappingPool`",
+            "missing",
+            "parallel-engine engineer",
+            "The pool-independent names of `_memmapping_reducer` exist (`has_shareable_memory`, "
+            "`_get_backing_memmap`, `_strided_from_memmap`, `_WeakArrayKeyMap`...).",
+        ),
+    ),
+    Rule(
         r"No module named 'joblib\.pool'",
         Reason(
             "pool",
