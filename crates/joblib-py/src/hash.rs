@@ -140,6 +140,19 @@ struct Walker<'py> {
     dispatch_table: Bound<'py, PyDict>,
 }
 
+/// Most items taken from one reducer's `listitems` or `dictitems` iterator (2**26): beyond,
+/// `hash` fails instead of running on (an endless iterator), with memory bounded meanwhile
+/// (ordered frames stream into their digest; see `docs/hashing.md`).
+const MAX_REDUCE_ITEMS: usize = 1 << 26;
+
+fn too_many_items(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
+    PicklingError::new_err(format!(
+        "Cannot hash object of type {}: its reducer yields more than {MAX_REDUCE_ITEMS} {what} \
+         items (an endless iterator?)",
+        type_name(obj)
+    ))
+}
+
 fn id_of(obj: &Bound<'_, PyAny>) -> usize {
     obj.as_ptr() as usize
 }
@@ -614,7 +627,10 @@ impl<'py> Walker<'py> {
         match parts.get_item(3) {
             Ok(items) if !items.is_none() => {
                 self.enter_anonymous(NodeKind::ListItems)?;
-                for item in items.try_iter()? {
+                for (n, item) in items.try_iter()?.enumerate() {
+                    if n >= MAX_REDUCE_ITEMS {
+                        return Err(too_many_items(obj, "list"));
+                    }
                     self.walk(&item?)?;
                 }
                 self.leave()?;
@@ -624,7 +640,10 @@ impl<'py> Walker<'py> {
         match parts.get_item(4) {
             Ok(items) if !items.is_none() => {
                 self.enter_anonymous(NodeKind::DictItems)?;
-                for pair in items.try_iter()? {
+                for (n, pair) in items.try_iter()?.enumerate() {
+                    if n >= MAX_REDUCE_ITEMS {
+                        return Err(too_many_items(obj, "dict"));
+                    }
                     let pair = pair?;
                     let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair.extract().map_err(|_| {
                         PicklingError::new_err(format!(
