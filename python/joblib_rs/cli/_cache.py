@@ -181,15 +181,32 @@ def _resolve_root(location: str) -> str:
         raise CliError(f"location {location!r} is not a folder")
     nested = os.path.join(location, _core.STORE_DIR)
     if os.path.isdir(nested):
-        return nested
+        return _check_marker(nested)
     if os.path.basename(os.path.normpath(location)) == _core.STORE_DIR:
-        return location
+        return _check_marker(location)
     hint = ""
     if os.path.isdir(os.path.join(location, "joblib")):
         hint = f" ({os.path.join(location, 'joblib')} is a joblib cache, not a joblib-rs one)"
     raise CliError(
         f"no joblib-rs cache in {location!r}: neither {nested!r} nor {location!r} is a "
         f"joblib-rs store{hint}"
+    )
+
+
+def _check_marker(root: str) -> str:
+    """``root`` if it carries the store marker, or is a store of an earlier version (which is
+    then given one); else a :class:`CliError`: nothing is listed or removed in a folder the
+    cache did not create."""
+    if os.path.isfile(os.path.join(root, _core.STORE_MARKER)):
+        return root
+    try:
+        if _core.store_mark(root, only_if_store=True):
+            return root
+    except OSError:
+        return root  # a store of an earlier version on a read-only file system
+    raise CliError(
+        f"{root!r} is not a joblib-rs cache: it has no {_core.STORE_MARKER} marker and holds no "
+        "cached function; refusing to touch it"
     )
 
 
@@ -428,9 +445,10 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
             f"{format_size(size)})?",
             assume_yes,
         )
-        # What Memory.clear() does: every folder of the root goes, its files stay.
-        _core.store_clear(store.root)
-        print(f"Removed {len(funcs)} functions, {count} entries ({format_size(size)}).")
+        # What Memory.clear() does: what the store created goes, anything else stays.
+        n_funcs, n_entries, skipped = _core.store_clear(store.root)
+        print(f"Removed {n_funcs} functions, {n_entries} entries ({format_size(size)}).")
+        _print_skipped(skipped)
         return 0
     target = store.match(func)
     confirm(
@@ -438,7 +456,16 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
         f"{format_size(target.size)})?",
         assume_yes,
     )
-    # What MemorizedFunc.clear() does: the function folder is renamed aside then removed.
-    _core.store_remove(target.path)
-    print(f"Removed {target.name}: {len(target.entries)} entries ({format_size(target.size)}).")
+    # What MemorizedFunc.clear() does: the entries it created are renamed aside and removed.
+    _, n_entries, skipped = _core.store_remove(target.path)
+    print(f"Removed {target.name}: {n_entries} entries ({format_size(target.size)}).")
+    _print_skipped(skipped)
     return 0
+
+
+def _print_skipped(skipped: list[str]) -> None:
+    """Name what a clear left in place because the cache did not create it."""
+    if skipped:
+        print(f"Skipped {len(skipped)} item(s) the cache did not create:")
+        for path in sorted(skipped):
+            print(f"  {path}")
