@@ -86,23 +86,32 @@ pub fn writer_is_gone(pid: u32, written: SystemTime) -> bool {
 /// [`SCAN_EVERY`] per process). Errors are ignored: this is housekeeping, and a file that
 /// another process removes meanwhile is fine. Returns the number of files removed.
 pub fn reap_stale_temps(dir: &Path) -> usize {
+    if !due_for_scan(dir) {
+        return 0;
+    }
+    reap_now(dir)
+}
+
+/// Whether `dir` was not scanned for leftovers in the last [`SCAN_EVERY`] by this process
+/// (and records the scan about to happen). Shared by `dump`'s and the cache store's reapers.
+pub fn due_for_scan(dir: &Path) -> bool {
     {
         let Ok(mut guard) = LAST_SCAN.lock() else {
-            return 0;
+            return false;
         };
         let map = guard.get_or_insert_with(HashMap::new);
         let now = Instant::now();
         if let Some(last) = map.get(dir)
             && now.duration_since(*last) < SCAN_EVERY
         {
-            return 0;
+            return false;
         }
         if map.len() > 4096 {
             map.retain(|_, t| now.duration_since(*t) < SCAN_EVERY);
         }
         map.insert(dir.to_path_buf(), now);
     }
-    reap_now(dir)
+    true
 }
 
 /// Scan `dir` now (no rate limit); see [`reap_stale_temps`].

@@ -93,6 +93,49 @@ pub fn is_leftover_name(name: &str) -> bool {
         && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The writer's pid in a leftover name `.tmp-<name>-<pid>-<n>-<hex>` (or `.trash-...`).
+fn leftover_pid(name: &str) -> Option<u32> {
+    if !is_leftover_name(name) {
+        return None;
+    }
+    name.rsplit('-').nth(2)?.parse().ok()
+}
+
+/// Remove the staging and trash leftovers in `dir` (a function folder) whose writer is dead:
+/// no process with its pid, or one started after the leftover was last written. Called when
+/// an entry is written, at most once per folder every 30 s per process (never on hits).
+/// Errors are ignored. Returns the number removed.
+pub fn reap_dead_leftovers(dir: &Path) -> usize {
+    if !crate::format::stale::due_for_scan(dir) {
+        return 0;
+    }
+    let Ok(listing) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for item in listing.flatten() {
+        let name = item.file_name();
+        let Some(pid) = name.to_str().and_then(leftover_pid) else {
+            continue;
+        };
+        let Ok(meta) = item.metadata() else { continue };
+        let Ok(written) = meta.modified() else {
+            continue;
+        };
+        if !crate::format::stale::writer_is_gone(pid, written) {
+            continue;
+        }
+        let path = item.path();
+        let gone = if meta.is_dir() {
+            fs::remove_dir_all(&path).is_ok()
+        } else {
+            fs::remove_file(&path).is_ok()
+        };
+        removed += usize::from(gone);
+    }
+    removed
+}
+
 /// Whether the entry folder `dir` holds only files the store writes into an entry.
 pub fn is_owned_entry(dir: &Path) -> bool {
     let Ok(listing) = fs::read_dir(dir) else {
@@ -239,6 +282,24 @@ mod tests {
         s.write(OUTPUT, b"out").expect("output");
         s.write(METADATA, b"{}").expect("metadata");
         s.commit(false).expect("commit");
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_are_reaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let me = std::process::id();
+        let stale = dir.path().join(format!(".tmp-abc-{dead}-0-ff"));
+        let live = dir.path().join(format!(".tmp-abc-{me}-0-ff"));
+        let foreign = dir.path().join(".tmp-notes");
+        for p in [&stale, &live, &foreign] {
+            fs::create_dir(p).expect("mkdir");
+        }
+        assert_eq!(reap_dead_leftovers(dir.path()), 1);
+        assert!(!stale.exists() && live.exists() && foreign.exists());
+        assert_eq!(leftover_pid(".trash-x-y-77-3-0a"), Some(77));
     }
 
     #[test]

@@ -336,8 +336,11 @@ mod tests {
     #[test]
     fn stale_temps_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::create_dir_all(dir.path().join("m/f/.tmp-abc-12-0-0badcafe")).expect("mkdir");
-        fs::write(dir.path().join("m/f/.tmp-func_code.py-12-1-ff"), b"x").expect("write");
+        // Named after this (live) process: only the age sweep may take them.
+        let me = std::process::id();
+        fs::create_dir_all(dir.path().join(format!("m/f/.tmp-abc-{me}-0-0badcafe")))
+            .expect("mkdir");
+        fs::write(dir.path().join(format!("m/f/.tmp-code.py-{me}-1-ff")), b"x").expect("write");
         // Dot-names of the user's that merely look alike stay.
         fs::create_dir_all(dir.path().join("m/f/.tmp-notes")).expect("mkdir");
         commit(&dir.path().join("m/f").join(key(1)), 1, SystemTime::now());
