@@ -195,6 +195,22 @@ impl<S: Source + ?Sized> Reader<'_, S> {
         Ok(Some(digest))
     }
 
+    /// The xxh3-64 of the next `len` bytes of a file source, hashed in place through a
+    /// read-only shared map (no copy: the page cache is hashed directly), then skipped.
+    /// `None` when the source is not a file or the map fails (the caller reads instead).
+    fn hash_mapped(&mut self, len: u64, offset: u64) -> Result<Option<u64>, FormatError> {
+        self.fits(len, "frame payload", offset)?;
+        let Some(file) = self.src.as_file() else {
+            return Ok(None);
+        };
+        let start = (&*file).stream_position()?;
+        let Some(digest) = map_and_hash(file, start, len) else {
+            return Ok(None);
+        };
+        self.skip(len, "frame payload", offset)?;
+        Ok(Some(digest))
+    }
+
     fn block(&mut self, what: &'static str) -> Result<[u8; BLOCK], FormatError> {
         let mut b = [0u8; BLOCK];
         let at = self.pos;
@@ -227,6 +243,52 @@ impl<S: Source + ?Sized> Reader<'_, S> {
             _ => Ok(()),
         }
     }
+}
+
+/// Payloads verified without being kept (`Dest::Verify`) at least this big are hashed through
+/// a map of the file rather than read into scratch memory.
+const MAP_VERIFY_MIN: u64 = 1 << 20;
+
+/// xxh3-64 of `len` bytes of `file` at `start`, through a read-only map; `None` if the
+/// region cannot be mapped.
+fn map_and_hash(file: &File, start: u64, len: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)?;
+    let map_start = start - start % page;
+    let skip = usize::try_from(start - map_start).ok()?;
+    let map_len = usize::try_from(len).ok()?.checked_add(skip)?;
+    let map_off = libc::off_t::try_from(map_start).ok()?;
+    #[cfg(target_os = "linux")]
+    let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+    #[cfg(not(target_os = "linux"))]
+    let flags = libc::MAP_SHARED;
+    // SAFETY: a fresh read-only mapping of a file region the caller checked lies within the
+    // file (`fits`); it is only read, then unmapped below, and no reference outlives it.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ,
+            flags,
+            file.as_raw_fd(),
+            map_off,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `ptr` maps `map_len` readable bytes (checked above) for the duration of this
+    // borrow; the slice is dropped before `munmap`.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), map_len) };
+    let digest = xxhash_rust::xxh3::xxh3_64(&bytes[skip..]);
+    // SAFETY: unmaps exactly the mapping created above; `bytes` is not used after this.
+    unsafe {
+        libc::munmap(ptr, map_len);
+    }
+    Some(digest)
 }
 
 fn damaged(what: impl Into<String>, offset: u64) -> FormatError {
@@ -534,6 +596,11 @@ fn read_payload<S: Source + ?Sized>(
                 Ok((raw_len, 0, false))
             }
             Dest::Verify => {
+                if raw_len >= MAP_VERIFY_MIN
+                    && let Some(digest) = r.hash_mapped(raw_len, offset)?
+                {
+                    return Ok((raw_len, digest, true));
+                }
                 let mut hasher = Xxh3::new();
                 let mut scratch = vec![0u8; raw_len.min(PIECE as u64) as usize];
                 let mut left = raw_len;
