@@ -173,6 +173,19 @@ def test_cli_clear_reports_what_it_skipped(tmp_path):
     assert (root / "photos" / "cat.jpg").read_bytes() == b"jpg"
 
 
+def test_cli_prune_leaves_and_names_entries_holding_foreign_files(tmp_path):
+    root = _fill_cache(tmp_path)
+    func = root / "integrity_mod" / "square"
+    entry = sorted(p for p in func.iterdir() if p.is_dir())[0]
+    (entry / "thesis.tex").write_text("mine")
+    proc = _cli("cache", "prune", str(tmp_path), "--max-items", "0", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "Skipped 1 item(s)" in proc.stdout and str(entry) in proc.stdout
+    assert "Removed 2 entries" in proc.stdout
+    assert (entry / "thesis.tex").read_text() == "mine"
+    assert (entry / "output.jrs").exists()
+
+
 def test_existing_store_without_marker_is_adopted(tmp_path):
     root = _fill_cache(tmp_path)
     (root / _core.STORE_MARKER).unlink()  # a store written before markers existed

@@ -172,6 +172,10 @@ class CacheStore:
         )
 
 
+#: How ``show`` and ``prune`` describe an entry folder holding files the cache did not write.
+_NOT_OURS = "holds files the cache did not create (left alone)"
+
+
 def _resolve_root(location: str) -> str:
     """The store root for ``location``: ``location/joblib_rs``, or ``location`` itself when it
     is a store root."""
@@ -261,7 +265,19 @@ def find_store(location: str) -> CacheStore:
         for name in names:
             path = os.path.join(func.path, name)
             if name not in seen and _is_entry_name(name) and os.path.isdir(path):
-                func.entries.append(Entry(name, path, 0, None, damage=["unreadable folder"]))
+                try:
+                    foreign = sorted(
+                        n
+                        for n in os.listdir(path)
+                        if n not in (_core.STORE_OUTPUT, _core.STORE_METADATA)
+                        and not n.startswith(".tmp-")
+                    )
+                except OSError:
+                    foreign = []
+                damage = (
+                    [f"{_NOT_OURS}: {', '.join(foreign)}"] if foreign else ["unreadable folder"]
+                )
+                func.entries.append(Entry(name, path, 0, None, damage=damage))
         func.entries.sort(key=lambda e: e.last_access or 0.0, reverse=True)
     return CacheStore(location, root, dict(sorted(functions.items())))
 
@@ -414,6 +430,14 @@ def run_prune(
         )
     age_limit = None if age is None else datetime.timedelta(seconds=age)
     store = find_store(location)
+    foreign = [
+        e.path
+        for f in store.functions.values()
+        for e in f.entries
+        if any(d.startswith(_NOT_OURS) for d in e.damage)
+    ]
+    if foreign:
+        _print_skipped(foreign)
     planned = reduce_store(store.root, bytes_limit, max_items, age_limit, dry_run=True)
     total = sum(len(f.entries) for f in store.functions.values())
     planned_bytes = sum(i.size for i in planned)
