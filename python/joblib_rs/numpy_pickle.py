@@ -15,6 +15,7 @@ import gc
 import io
 import os
 import pickle
+import stat
 import sys
 import warnings
 from collections.abc import Iterable
@@ -649,7 +650,7 @@ def load(
             prefix = fobj.read(len(_CONTAINER_MAGIC))
             if prefix == _CONTAINER_MAGIC:
                 # Streamed into the final buffers; the object is left just after the file.
-                frames = _core.read_fileobj(fobj, prefix, _alloc)
+                frames = _core.read_fileobj(fobj, prefix, _alloc, _size_from(fobj, prefix))
                 return _load_container_frames(frames, None, None, policy)
             data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
@@ -672,6 +673,20 @@ def _load_mapped_verified(filename: str, mmap_mode: str) -> Any:
         return _load_path(filename, mmap_mode, None, False, verify_mapped=True)
     finally:
         _ENSURE_NATIVE.reset(token)
+
+
+def _size_from(fobj: Any, prefix: bytes) -> int | None:
+    """Bytes a plain file object over a regular file holds from ``prefix`` on (lengths read
+    from it are checked against that before allocating); None for other objects."""
+    if not isinstance(getattr(fobj, "raw", fobj), io.FileIO):
+        return None
+    try:
+        st = os.fstat(fobj.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return max(0, st.st_size - (fobj.tell() - len(prefix)))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _load_path(

@@ -333,6 +333,10 @@ struct PyFileSource {
     file: Py<PyAny>,
     prefix: Vec<u8>,
     at: usize,
+    /// Bytes the object holds from the prefix on, when known (a regular file).
+    size: Option<u64>,
+    /// Bytes returned so far, prefix included.
+    consumed: u64,
 }
 
 impl io::Read for PyFileSource {
@@ -341,6 +345,7 @@ impl io::Read for PyFileSource {
             let n = buf.len().min(self.prefix.len() - self.at);
             buf[..n].copy_from_slice(&self.prefix[self.at..self.at + n]);
             self.at += n;
+            self.consumed += n as u64;
             return Ok(n);
         }
         let want = buf.len().min(PIECE);
@@ -357,20 +362,27 @@ impl io::Read for PyFileSource {
             Ok(n)
         })
         .map_err(io::Error::other)
+        .inspect(|&n| self.consumed += n as u64)
     }
 }
 
-impl format::Source for PyFileSource {}
+impl format::Source for PyFileSource {
+    fn bound(&mut self) -> Option<u64> {
+        self.size.map(|s| s.saturating_sub(self.consumed))
+    }
+}
 
 /// Read a container from a Python file object (streaming, in place), as [`read_path`];
-/// `prefix` holds the bytes already read from it.
+/// `prefix` holds the bytes already read from it. `size`, when known (a regular file), is
+/// how many bytes the object holds from the prefix on: lengths are checked against it.
 #[pyfunction]
-#[pyo3(signature = (fileobj, prefix, alloc))]
+#[pyo3(signature = (fileobj, prefix, alloc, size=None))]
 pub fn read_fileobj(
     py: Python<'_>,
     fileobj: Py<PyAny>,
     prefix: Vec<u8>,
     alloc: Py<PyAny>,
+    size: Option<u64>,
 ) -> PyResult<Vec<FrameTuple>> {
     let mut sink = PySink {
         alloc,
@@ -383,6 +395,8 @@ pub fn read_fileobj(
         file: fileobj,
         prefix,
         at: 0,
+        size,
+        consumed: 0,
     };
     let res = py.detach(|| format::read_container(&mut source, &mut sink));
     let res = match res {

@@ -34,6 +34,13 @@ pub trait Source: Read {
     fn remaining(&mut self) -> Option<u64> {
         None
     }
+    /// At most this many bytes are left, when known: the exact [`Source::remaining`] of files
+    /// and slices, or a bound for a stream (a file object over a regular file holds at most
+    /// the rest of the file; further containers may follow in it). Lengths are checked
+    /// against it before anything is allocated.
+    fn bound(&mut self) -> Option<u64> {
+        self.remaining()
+    }
     /// The file behind the source, when it is one: big payloads are then read with
     /// positional reads from two threads (see `split_read`).
     fn as_file(&mut self) -> Option<&File> {
@@ -238,7 +245,7 @@ impl<S: Source + ?Sized> Reader<'_, S> {
 
     /// Reject a length that cannot fit in what is left of the source.
     fn fits(&mut self, n: u64, what: &'static str, offset: u64) -> Result<(), FormatError> {
-        match self.src.remaining() {
+        match self.src.bound() {
             Some(left) if n > left => Err(FormatError::Truncated { what, offset }),
             _ => Ok(()),
         }
@@ -374,7 +381,7 @@ pub fn read_container<S: Source + ?Sized>(
             r.fits(raw_len, "frame payload", offset)?;
         } else if chunk == 0 || chunk > codec::MAX_CHUNK {
             return Err(damaged(format!("invalid chunk size {chunk}"), offset));
-        } else if let Some(left) = r.src.remaining()
+        } else if let Some(left) = r.src.bound()
             && raw_len > left.saturating_mul(codec::max_ratio(codec))
         {
             // Checked before the sink allocates `raw_len` bytes: a compressed payload cannot
@@ -526,7 +533,7 @@ fn prescan_chunks<S: Source + ?Sized>(
         )
     };
     let n_chunks = raw_len.div_ceil(chunk as u64);
-    if let Some(left) = r.src.remaining()
+    if let Some(left) = r.src.bound()
         && n_chunks.saturating_mul(4) > left
     {
         return Err(lie("fewer records than announced"));

@@ -582,3 +582,55 @@ fn chunks_claiming_more_than_their_codec_ratio_are_damaged() {
         assert!(err.to_string().contains("raw"), "{codec:?}: {err}");
     }
 }
+
+/// A stream that cannot seek nor read ahead, but knows how many bytes it holds at most (a
+/// Python file object over a regular file).
+struct BoundedStream {
+    inner: Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for BoundedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Source for BoundedStream {
+    fn bound(&mut self) -> Option<u64> {
+        Some(self.inner.get_ref().len() as u64 - self.inner.position())
+    }
+}
+
+#[test]
+fn streams_with_a_known_bound_refuse_lying_lengths_before_allocating() {
+    let data: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for codec in [Codec::None, Codec::Zstd, Codec::Lz4] {
+        let bytes = encode(
+            &[&data],
+            b"\x80\x05N.",
+            codec,
+            codec.default_level(),
+            1 << 16,
+        );
+        let mut ok = BoundedStream {
+            inner: Cursor::new(bytes.clone()),
+        };
+        assert!(
+            read_container(&mut ok, &mut VecSink::new()).is_ok(),
+            "{codec:?}"
+        );
+        let mut bad = bytes.clone();
+        lie_about_raw_len(&mut bad, BLOCK, 100 << 30);
+        let mut stream = BoundedStream {
+            inner: Cursor::new(bad),
+        };
+        let err = read_container(&mut stream, &mut NoAlloc).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Damaged { .. } | FormatError::Truncated { .. }
+            ),
+            "{codec:?}: {err}"
+        );
+    }
+}
