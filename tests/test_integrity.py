@@ -462,7 +462,7 @@ def test_hash_of_an_endless_reducer_fails_with_bounded_memory():
     assert len(errors) == 2
     for line in errors:
         assert line.startswith("PicklingError") and "endless iterator" in line, line
-    assert int(peak) < 2 * 1024 * 1024  # KiB
+    assert int(peak) < 1024 * 1024  # KiB: measured 363 MiB, from the dict entries' digests
 
 
 def test_hash_of_big_lists_is_unchanged_by_streaming():
