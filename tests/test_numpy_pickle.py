@@ -1016,3 +1016,44 @@ def test_unaligned_joblib_array_is_mapped_with_joblibs_warning(tmp_path: Path) -
         mapped = joblib_rs.load(path, mmap_mode="r")
     assert isinstance(mapped, np.memmap) and mapped.tolist() == [0, 1, 2, 3]
     assert joblib_rs.load(path, allowed="safe").tolist() == [0, 1, 2, 3]
+
+
+def test_load_rewinds_a_file_object_left_at_its_end_as_joblib() -> None:
+    buf = io.BytesIO()
+    joblib_rs.dump({"a": np.arange(3)}, buf)
+    assert buf.tell() > 0  # left at the end by dump
+    np.testing.assert_array_equal(joblib_rs.load(buf)["a"], np.arange(3))
+
+
+def test_files_of_old_joblib_versions_load_as_with_joblib() -> None:
+    """joblib's own regression files (joblib 0.8 to 0.11, Python 2 and 3, every codec)."""
+    import joblib
+
+    data = Path(joblib.__file__).parent / "test" / "data"
+    names = [
+        p
+        for p in sorted(data.iterdir())
+        if p.suffix in (".pkl", ".gz", ".gzip", ".bz2", ".xz", ".lzma")
+    ]
+    assert len(names) > 40
+    for path in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                expected = joblib.load(path)
+            except ValueError as exc:  # Python 2 pickles: joblib's message, ours too
+                with pytest.raises(ValueError, match="generated with python 2"):
+                    joblib_rs.load(path)
+                assert "python 2" in str(exc)
+                continue
+            got = joblib_rs.load(path)
+        assert len(got) == len(expected), path
+        for a, b in zip(expected, got, strict=True):
+            if isinstance(a, np.ndarray):
+                assert a.dtype == b.dtype, path
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            else:
+                assert a == b, path
+    old = data / "joblib_0.9.2_pickle_py35_np19.pkl"
+    with pytest.warns(DeprecationWarning, match="joblib version less than 0.10"):
+        joblib_rs.load(old)

@@ -14,9 +14,11 @@ import mmap
 import os
 import pickle
 import struct
+import warnings
 from typing import IO, Any
 
 from joblib_rs import _core, _restricted
+from joblib_rs._joblib_compressors import _ZFILE_PREFIX
 
 CorruptFileError: type[Exception] = _core.CorruptFileError
 
@@ -177,8 +179,11 @@ def load_joblib_pickle(
     fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
 ) -> Any:
     """Load a joblib pickle from ``fh`` (positioned at its start)."""
-    head = fh.read(1)
+    head = fh.read(2)
     fh.seek(0)
+    if head == _ZFILE_PREFIX:
+        return _load_old(filename, fh, mmap_mode, ensure_native)
+    head = head[:1]
     # Protocol 2+ pickles start with PROTO; 0/1 with a handful of opcodes.
     if not head or head not in b"\x80(]}cNIFSVX":
         raise CorruptFileError(
@@ -188,7 +193,41 @@ def load_joblib_pickle(
         loader: _restricted.Loader = _restricted.TrustedLoader(filename, mmap_mode, ensure_native)
     else:
         loader = _restricted.Loader(policy, filename or None, mmap_mode, ensure_native)
-    return _load_with(fh, loader)
+    try:
+        return _load_with(fh, loader)
+    except _restricted.OldJoblibFormat:
+        return _load_old(filename, fh, mmap_mode, ensure_native)
+
+
+def _load_old(filename: str, fh: IO[bytes], mmap_mode: str | None, ensure_native: bool) -> Any:
+    """A file of joblib < 0.10 (arrays in files of their own), with joblib's warning."""
+    if not filename or not os.path.isfile(filename):
+        raise CorruptFileError(
+            "a file of joblib < 0.10 keeps its arrays in separate files: load it by path"
+        )
+    fh.seek(0)
+    if fh.read(2) == _ZFILE_PREFIX:
+        from joblib_rs.numpy_pickle_compat import load_compatibility
+
+        obj = load_compatibility(filename)
+    else:
+        from joblib_rs._joblib_pickle import NumpyUnpickler
+
+        fh.seek(0)
+        try:
+            obj = NumpyUnpickler(filename, fh, ensure_native, mmap_mode).load()
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(
+                "You may be trying to read with python 3 a joblib pickle generated with "
+                "python 2. This feature is not supported by joblib."
+            ) from exc
+    warnings.warn(
+        f"The file '{filename}' has been generated with a joblib version less than 0.10. "
+        "Please regenerate this pickle file.",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return obj
 
 
 def load_joblib_pickle_python(

@@ -361,7 +361,7 @@ def reap_stale_folders(base: str) -> int:
     for name in names:
         if not name.startswith(_FOLDER_PREFIX):
             continue
-        pid_text = name[len(_FOLDER_PREFIX):].split("_", 1)[0]
+        pid_text = name[len(_FOLDER_PREFIX) :].split("_", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         path = os.path.join(base, name)

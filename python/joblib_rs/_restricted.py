@@ -728,6 +728,16 @@ class Loader:
         return array
 
 
+#: Array wrappers of joblib < 0.10 (array data in separate files).
+_OLD_WRAPPERS = frozenset(
+    {"joblib.numpy_pickle.NDArrayWrapper", "joblib.numpy_pickle.ZNDArrayWrapper"}
+)
+
+
+class OldJoblibFormat(Exception):
+    """The pickle is one of joblib < 0.10 (``_compat`` reads those another way)."""
+
+
 class TrustedLoader(Loader):
     """An unrestricted load (``allowed=None``) of a joblib file: pickle's own semantics.
 
@@ -751,13 +761,8 @@ class TrustedLoader(Loader):
         full = f"{module}.{name}"
         if full == "joblib.numpy_pickle.NumpyArrayWrapper":
             return Resolved(new=_Wrapper, build=self._wrapper_build)
-        if full == "joblib.numpy_pickle.NDArrayWrapper":
-            from joblib_rs._core import CorruptFileError
-
-            raise CorruptFileError(
-                f"{self.filename!r} was written by joblib < 0.10 (separate .npy files); this "
-                "format is not supported"
-            )
+        if full in _OLD_WRAPPERS:
+            raise OldJoblibFormat(full)
         if full == "copyreg._reconstructor":
             return Resolved(call=self._reconstructor, build=self._build_reconstructed)
         __import__(module)

@@ -139,6 +139,7 @@ def register_compressor(
         raise ValueError(f"Compressor '{compressor_name}' already registered.")
     _COMPRESSORS[compressor_name] = compressor
 
+
 # joblib's Python compressor classes and prefixes (importpaths: _joblib_compressors.py).
 from joblib_rs._joblib_compressors import *  # noqa: E402, F403
 from joblib_rs._joblib_compressors import (  # noqa: E402, F401

@@ -549,6 +549,10 @@ def load(
                         stacklevel=2,
                     )
             prefix = fobj.read(len(_CONTAINER_MAGIC))
+            if not prefix and not hasattr(fobj, "peek") and _seekable(fobj):
+                # As joblib, which rewinds such objects: dump to a BytesIO, then load it.
+                fobj.seek(0)
+                prefix = fobj.read(len(_CONTAINER_MAGIC))
             if prefix == _CONTAINER_MAGIC:
                 # Streamed into the final buffers; the object is left just after the file.
                 frames = _core.read_fileobj(fobj, prefix, _alloc, _size_from(fobj, prefix))
@@ -590,6 +594,13 @@ def _size_from(fobj: Any, prefix: bytes) -> int | None:
         return None
 
 
+def _seekable(fobj: Any) -> bool:
+    try:
+        return bool(fobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _load_path(
     filename: str,
     mmap_mode: str | None,
@@ -623,6 +634,7 @@ def _load_path(
         if mapped:
             _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)
+
 
 # joblib's pickler classes and format helpers (importpaths: _joblib_pickle.py and friends).
 from joblib_rs._joblib_compressors import *  # noqa: E402, F403

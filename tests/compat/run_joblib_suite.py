@@ -278,9 +278,10 @@ def write_markdown(summary: dict[str, Any], path: Path, joblib_version: str) -> 
     # Keep the scikit-learn section that run_sklearn_suite.py maintains below this one.
     kept = ""
     if path.exists() and "<!-- sklearn-suite:start -->" in path.read_text():
-        kept = "\n<!-- sklearn-suite:start -->" + path.read_text().split(
-            "<!-- sklearn-suite:start -->", 1
-        )[1]
+        kept = (
+            "\n<!-- sklearn-suite:start -->"
+            + path.read_text().split("<!-- sklearn-suite:start -->", 1)[1]
+        )
     path.write_text("\n".join(lines).rstrip() + "\n" + kept)
 
 

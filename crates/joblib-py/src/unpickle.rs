@@ -445,7 +445,14 @@ impl<'py> Vm<'py> {
                     let s = std::str::from_utf8(&b)
                         .ok()
                         .filter(|s| s.is_ascii())
-                        .ok_or_else(|| damaged(pos, "non-ASCII Python 2 string"))?;
+                        .ok_or_else(|| {
+                            damaged(
+                                pos,
+                                "a Python 2 str that is not ASCII. You may be trying to read \
+                                 with python 3 a joblib pickle generated with python 2. This \
+                                 feature is not supported by joblib.",
+                            )
+                        })?;
                     self.stack.push(Val::Obj(PyString::new(py, s).into_any()));
                 }
                 Op::Unicode(b) => self.stack.push(Val::Obj(utf8(py, b)?)),
