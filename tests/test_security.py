@@ -233,3 +233,21 @@ def test_dumped_data_loads_unchanged_under_safe(tmp_path: Path, mmap_mode: str |
                 assert type(got[name]) is type(expected[name]), name
             else:
                 assert _same(expected[name], got[name]), (name, writer)
+
+
+def test_objects_not_kept_in_the_memo_are_each_built_once(tmp_path: Path) -> None:
+    """Wrappers written without memo entries: each is freed after its BUILD in CPython's
+    pickle; the decoder must not mistake a new object at a reused address for a rebuild."""
+    from hostile_pickles import P, dtype
+
+    p = P(2).raw(pickle.EMPTY_LIST).mark()
+    for _ in range(50):
+        p = p.glob("joblib.numpy_pickle", "NumpyArrayWrapper").empty_tuple().raw(pickle.NEWOBJ)
+        p = p.mark().str("subclass").glob("numpy", "ndarray").str("shape").mark().int(2)
+        p = dtype("u1")(p.tuple().str("order").str("C").str("dtype"))
+        p = p.str("allow_mmap").bool(False).dict().build().raw(b"\x07\x08")
+    path = tmp_path / "many.pkl"
+    path.write_bytes(bytes(p.raw(pickle.APPENDS).out) + pickle.STOP)
+    for allowed in ("safe", None):
+        out = joblib_rs.load(path, allowed=allowed)
+        assert len(out) == 50 and all(a.tolist() == [7, 8] for a in out)

@@ -25,7 +25,7 @@
 //! the order of operations and the shapes of the stack. Every length comes from the
 //! bounds-checked [`OpReader`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use joblib_core::pickle::{Op, OpReader, PickleError};
@@ -80,6 +80,10 @@ pub struct PickleStream {
     file_offset: Option<u64>,
 }
 
+/// Objects used as data whose state may no longer be set, by address (held, so the address
+/// stays theirs for the whole load).
+type Frozen<'py> = HashMap<usize, Bound<'py, PyAny>>;
+
 /// The memo: dense ids in a vector (what picklers write), sparse ones in a map, so a
 /// hostile id never makes us allocate.
 struct Memo<'py> {
@@ -127,10 +131,11 @@ struct Vm<'py> {
     marks: Vec<usize>,
     memo: Memo<'py>,
     globals: HashMap<(String, String), Rc<Resolved<'py>>>,
-    /// Objects already built (by address; they stay alive in the memo or the stack).
-    built: HashSet<usize>,
+    /// Objects already built, by address; each is held here so its address cannot be reused
+    /// by another object during the load (not every object stays in the memo).
+    built: HashMap<usize, Bound<'py, PyAny>>,
     /// Objects used as data whose global wants no `BUILD` after use.
-    frozen: HashSet<usize>,
+    frozen: Frozen<'py>,
     /// Reused between opcodes that collect items (tuples, lists, dicts).
     scratch: Vec<Bound<'py, PyAny>>,
     proto: u8,
@@ -365,13 +370,14 @@ impl<'py> Vm<'py> {
             }
         };
         let addr = obj.as_ptr() as usize;
-        if self.frozen.contains(&addr) || !self.built.insert(addr) {
+        if self.frozen.contains_key(&addr) || self.built.contains_key(&addr) {
             return Err(unpickling_error(format!(
                 "BUILD of an object made by '{}' twice, or after it was used, is refused in a \
                  restricted load",
                 from.name
             )));
         }
+        self.built.insert(addr, obj.clone());
         let handler = from.build.clone().ok_or_else(|| {
             unpickling_error(format!(
                 "BUILD (setting the state) of objects made by '{}' is refused in a restricted \
@@ -715,12 +721,12 @@ impl<'py> Vm<'py> {
 
 /// A value as a Python object (see `Vm::obj`); `frozen` records objects whose state may
 /// no longer be set once used.
-fn to_obj<'py>(frozen: &mut HashSet<usize>, val: Val<'py>) -> PyResult<Bound<'py, PyAny>> {
+fn to_obj<'py>(frozen: &mut Frozen<'py>, val: Val<'py>) -> PyResult<Bound<'py, PyAny>> {
     match val {
         Val::Obj(o) => Ok(o),
         Val::Made(o, from) => {
             if from.freeze_on_use {
-                frozen.insert(o.as_ptr() as usize);
+                frozen.insert(o.as_ptr() as usize, o.clone());
             }
             Ok(o)
         }
@@ -838,8 +844,8 @@ pub fn unpickle<'py>(
             sparse: HashMap::new(),
         },
         globals: HashMap::new(),
-        built: HashSet::new(),
-        frozen: HashSet::new(),
+        built: HashMap::new(),
+        frozen: HashMap::new(),
         scratch: Vec::new(),
         proto: 0,
     };
