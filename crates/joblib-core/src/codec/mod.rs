@@ -264,8 +264,14 @@ pub fn compress_chunk(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, C
 pub const LZ4_HC_MIN_LEVEL: i32 = 3;
 
 /// One LZ4 block holding `src`: the fast codec below [`LZ4_HC_MIN_LEVEL`], LZ4-HC from it.
+/// A chunk whose first [`PROBE`] bytes the fast codec leaves over 90 % of their size (random
+/// floats, compressed data) is compressed with the fast codec at every level: LZ4-HC would
+/// spend several times longer for the same size.
 fn lz4_block(level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
     if level < LZ4_HC_MIN_LEVEL || src.is_empty() {
+        return Ok(lz4_flex::block::compress(src));
+    }
+    if src.len() >= 2 * PROBE && lz4_flex::block::compress(&src[..PROBE]).len() * 10 >= PROBE * 9 {
         return Ok(lz4_flex::block::compress(src));
     }
     let mut out = Vec::new();
@@ -629,6 +635,23 @@ mod tests {
         let mut out = vec![0u8; noise.len()];
         decompress_chunk(Codec::Zstd, &stored, &mut out).unwrap();
         assert_eq!(out, noise);
+    }
+
+    #[test]
+    fn lz4_hc_skips_incompressible_chunks() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Vec<u8> = (0..4 * PROBE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let fast = lz4_flex::block::compress(&noise);
+        assert_eq!(compress_chunk(Codec::Lz4, 9, &noise).unwrap(), fast);
+        let data = sample(4 * PROBE);
+        assert!(compress_chunk(Codec::Lz4, 9, &data).unwrap().len() < data.len() / 2);
     }
 
     #[test]
