@@ -201,6 +201,7 @@ def test_large_array_over_many_chunks(tmp_path: Path, compress: Any) -> None:
     path = tmp_path / "big.pkl"
     joblib_rs.dump(value, path, compress=compress, format="joblib")
     np.testing.assert_array_equal(joblib.load(path), value)
+    np.testing.assert_array_equal(joblib_rs.load(path), value)
 
 
 @pytest.mark.parametrize("compress", [("zlib", 3), ("gzip", 3), ("lz4", 3), ("bz2", 3)])

@@ -13,7 +13,8 @@ Layout choices (see ``docs/persistence.md``):
   which every joblib >= 1.0 reads; array data still starts at a multiple of 16 bytes, because
   a no-op (a short bytes object pushed then popped) before ``BUILD`` pads the pickle to that
   boundary, so ``mmap_mode`` maps aligned arrays and joblib >= 1.2 does not warn;
-- object arrays are pickled after the wrapper with protocol 2, as joblib does;
+- object arrays are pickled after the wrapper, as joblib does (with protocol 3 or the file's,
+  not joblib's 2, so that bytes need no ``_codecs.encode`` global);
 - an object without numeric arrays is written by the C pickler (a plain pickle, which joblib
   loads as any pickle); the pure-Python pickler, which can interleave array data, is used only
   when an array is met;
@@ -184,7 +185,11 @@ class _PlainPickler(pickle.Pickler):
         return NotImplemented
 
 
-class _JoblibPickler(pickle._Pickler):  # type: ignore[name-defined,misc]
+#: The pure-Python pickler (``save`` can be overridden, and its framer flushed, there only).
+_PyPickler: Any = pickle._Pickler  # type: ignore[attr-defined]
+
+
+class _JoblibPickler(_PyPickler):
     """Pure-Python pickler writing each numpy array as joblib's wrapper plus its raw data."""
 
     def __init__(self, sink: _Sink, protocol: int, compressed: bool, np: Any) -> None:
@@ -237,8 +242,9 @@ class _JoblibPickler(pickle._Pickler):  # type: ignore[name-defined,misc]
         if hasobject:
             self.write(pickle.BUILD)
             self._commit()
-            # As joblib: the object array follows as its own protocol-2 pickle.
-            pickle.dump(arr, self._sink, protocol=2)
+            # As joblib, the object array follows as its own pickle; protocol 3 at least (joblib
+            # uses 2, whose bytes need the global _codecs.encode: allowed="safe" refuses it).
+            pickle.dump(arr, self._sink, protocol=max(3, self.proto))
             return
         if self.proto >= 3:
             self._commit()

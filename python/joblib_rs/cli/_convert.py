@@ -190,15 +190,16 @@ def run_convert(
     except OSError as e:
         raise CliError(f"cannot write {dst!r}: {e.strerror or e}") from e
     del obj
-    result = {
+    in_size, out_size = os.path.getsize(src), os.path.getsize(dst)
+    result: dict[str, Any] = {
         "input": src,
         "output": dst,
         "from": source.format,
         "to": target,
         "input_compression": source.compression,
         "compression": _compression_name(value, target),
-        "input_size": os.path.getsize(src),
-        "output_size": os.path.getsize(dst),
+        "input_size": in_size,
+        "output_size": out_size,
     }
     if as_json:
         json.dump(result, sys.stdout, indent=2)
@@ -207,9 +208,9 @@ def run_convert(
         names = {"jrs": "joblib-rs", "joblib": "joblib"}
         print(
             f"Converted {src} ({names[source.format]}, "
-            f"{source.compression or 'uncompressed'}, {format_size(result['input_size'])}) "
+            f"{source.compression or 'uncompressed'}, {format_size(in_size)}) "
             f"to {dst} ({names[target]}, {result['compression'] or 'uncompressed'}, "
-            f"{format_size(result['output_size'])})."
+            f"{format_size(out_size)})."
         )
     return 0
 
