@@ -6,6 +6,7 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import pickle
 import subprocess
 import sys
@@ -128,6 +129,39 @@ def test_joblib_memory_maps_uncompressed_files_aligned(tmp_path: Path, mmap_mode
     assert out["objects"].tolist() == [1, None]
     mapped = joblib_rs.load(path, mmap_mode="r")
     assert_same(value["floats"], np.asarray(mapped["floats"]))
+
+
+#: Folders holding older joblib releases to check against (``pip install --target DIR
+#: joblib==1.0.1``), separated by ``os.pathsep``; the test is skipped without it.
+OLD_JOBLIBS = [p for p in os.environ.get("JOBLIB_RS_OLD_JOBLIB", "").split(os.pathsep) if p]
+
+
+@pytest.mark.skipif(not OLD_JOBLIBS, reason="set JOBLIB_RS_OLD_JOBLIB to older joblib folders")
+@pytest.mark.parametrize("folder", OLD_JOBLIBS)
+def test_older_joblib_releases_load_every_codec(tmp_path: Path, folder: str) -> None:
+    value = sample_object()
+    del value["big_endian"]  # joblib < 1.2 byte-swaps with an API numpy 2 removed
+    paths = []
+    for compress in JOBLIB_COMPRESSIONS:
+        paths.append(tmp_path / f"{name_of(compress)}.pkl")
+        joblib_rs.dump(value, paths[-1], compress=compress, format="joblib")
+    code = (
+        "import sys, warnings, numpy as np, joblib\n"
+        "warnings.simplefilter('error', UserWarning)  # e.g. 'not byte aligned'\n"
+        "for p in sys.argv[1:]:\n"
+        "    v = joblib.load(p, mmap_mode='r' if p.endswith('plain.pkl') else None)\n"
+        "    assert v['ints'].tolist() == list(range(1000)), p\n"
+        "    assert v['objects'].tolist() == [1, 'two', None, 3.0], p\n"
+        "    assert v['fortran'].flags.f_contiguous, p\n"
+        "print(joblib.__version__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": folder}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, paths)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert not out.stdout.startswith(joblib.__version__)  # really the older release
 
 
 @pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
