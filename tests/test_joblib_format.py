@@ -171,6 +171,12 @@ def test_every_pickle_protocol(tmp_path: Path, protocol: int) -> None:
     joblib_rs.dump(value, path, protocol=protocol, format="joblib")
     assert_same(value, joblib.load(path))
     assert_same(value, joblib_rs.load(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # protocol 0: joblib warns of unaligned arrays
+        mapped = joblib.load(path, mmap_mode="r")
+    assert isinstance(mapped["floats"], np.memmap)
+    if protocol >= 1:
+        assert mapped["floats"].offset % 16 == 0
 
 
 def test_objects_without_arrays_are_plain_pickles(tmp_path: Path) -> None:

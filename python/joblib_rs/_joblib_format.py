@@ -246,14 +246,16 @@ class _JoblibPickler(_PyPickler):
             # uses 2, whose bytes need the global _codecs.encode: allowed="safe" refuses it).
             pickle.dump(arr, self._sink, protocol=max(3, self.proto))
             return
-        if self.proto >= 3:
+        if self.proto >= 1:
             self._commit()
-            # A bytes object pushed and popped before BUILD, sized so that the data after
-            # BUILD starts on an _ALIGN boundary. Under protocol 4+, the pad and BUILD go out
-            # as one frame: 9 bytes of FRAME header, 2 + n + 1 of pad, 1 of BUILD.
+            # A short bytes object (protocol 1-2: a str) pushed and popped before BUILD, sized
+            # so that the data after BUILD starts on an _ALIGN boundary. Under protocol 4+,
+            # pad and BUILD go out as one frame: 9 bytes of FRAME header, 2 + n + 1 of pad,
+            # 1 of BUILD. (Protocol 0 has no binary opcode for it: its arrays stay unaligned.)
             fixed = (9 if self.proto >= 4 else 0) + 4
             n = -(self._sink.pos + fixed) % _ALIGN
-            self.write(pickle.SHORT_BINBYTES + bytes([n]) + b"\0" * n + pickle.POP)
+            opcode = pickle.SHORT_BINBYTES if self.proto >= 3 else pickle.SHORT_BINSTRING
+            self.write(opcode + bytes([n]) + b"\0" * n + pickle.POP)
         self.write(pickle.BUILD)
         self._commit()
         self._write_data(arr, order)
