@@ -418,4 +418,3 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
 
 def _lazy_backend() -> DaskDistributedBackend:
     return DaskDistributedBackend(_lazy_client=True)
-

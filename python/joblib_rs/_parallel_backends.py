@@ -124,7 +124,8 @@ class _CloudpickledCall:
                 from joblib_rs._process_pool import _TaskPickler
 
                 self.payload = _task_pickle.dumps(
-                    func, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array))
+                    func, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array)
+                )
         except Exception as exc:
             raise pickle.PicklingError(
                 f"Could not pickle the task to send it to the workers: {exc}"

@@ -44,6 +44,7 @@ THREAD_LIMIT_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 
+
 def _usable_cpus() -> int:
     try:
         return max(len(os.sched_getaffinity(0)), 1)
@@ -97,7 +98,8 @@ class _StdlibTaskPickler(pickle.Pickler):
         if isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__":
             raise pickle.PicklingError(
                 f"Can't pickle {obj!r}: it is defined in __main__, which the workers cannot "
-                "import (LOKY_PICKLER=pickle; wrap it with wrap_non_picklable_objects)")
+                "import (LOKY_PICKLER=pickle; wrap it with wrap_non_picklable_objects)"
+            )
         return NotImplemented
 
 
@@ -144,8 +146,9 @@ class ProcessPool:
         self._lock = threading.Lock()
         self.broken: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._collect, name="joblib-rs-results",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._collect, name="joblib-rs-results", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -153,8 +156,9 @@ class ProcessPool:
         """Process ids of the workers."""
         return list(self._pool.pids)
 
-    def submit(self, fn: Callable[[], Any],
-               reduce_array: Callable[[Any], Any] | None = None) -> Future:
+    def submit(
+        self, fn: Callable[[], Any], reduce_array: Callable[[Any], Any] | None = None
+    ) -> Future:
         """Runs ``fn()`` in a worker; returns a future of its result.
 
         ``reduce_array``, if given, is offered every numpy array met while pickling ``fn``
@@ -182,10 +186,12 @@ class ProcessPool:
                 payload = _task_pickle.dumps(fn)
             else:
                 payload = _task_pickle.dumps(
-                    fn, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array))
+                    fn, reduce_array, lambda buffer: _TaskPickler(buffer, reduce_array)
+                )
         except Exception as exc:
             raise pickle.PicklingError(
-                f"Could not pickle the task to send it to the workers: {exc}") from exc
+                f"Could not pickle the task to send it to the workers: {exc}"
+            ) from exc
         future: Future = Future()
         future.set_running_or_notify_cancel()
         with self._lock:
@@ -204,11 +210,14 @@ class ProcessPool:
                 continue
             if kind == "died":
                 how, value, _lost = data
-                self._break(TerminatedWorkerError(
-                    f"A worker process (pid {ident}) of the joblib-rs pool was unexpectedly "
-                    f"terminated: it {_describe_exit(how, value)}. This can be caused by a "
-                    "segmentation fault in the function or by excessive memory use making the "
-                    "operating system kill the worker."))
+                self._break(
+                    TerminatedWorkerError(
+                        f"A worker process (pid {ident}) of the joblib-rs pool was unexpectedly "
+                        f"terminated: it {_describe_exit(how, value)}. This can be caused by a "
+                        "segmentation fault in the function or by excessive memory use making the "
+                        "operating system kill the worker."
+                    )
+                )
                 break
             with self._lock:
                 future = self._futures.pop(ident, None)

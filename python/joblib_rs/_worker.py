@@ -59,8 +59,9 @@ def _failure_payload(exc: BaseException) -> bytes:
     except Exception:
         # The exception itself cannot travel: send its type and message instead.
         name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return _dumps((RuntimeError(f"{name}: {exc} (the original exception could not be "
-                                    "pickled)"), text))
+        return _dumps(
+            (RuntimeError(f"{name}: {exc} (the original exception could not be pickled)"), text)
+        )
 
 
 def _apply_init(settings: dict) -> None:
@@ -102,8 +103,8 @@ def main() -> None:
                 reply_kind, reply = DONE, _dumps(result)
             except BaseException as exc:
                 error = pickle.PicklingError(
-                    f"Could not pickle the result of the task ({type(result).__qualname__}): "
-                    f"{exc}")
+                    f"Could not pickle the result of the task ({type(result).__qualname__}): {exc}"
+                )
                 error.__cause__ = exc
                 reply_kind, reply = FAILED, _failure_payload(error)
             del result

@@ -11,6 +11,7 @@ mod joblib_stream;
 mod persist;
 mod pool;
 mod store;
+mod unpickle;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<joblib_stream::PyStreamEncoder>()?;
     store::register(m)?;
     persist::register(m)?;
+    unpickle::register(m)?;
     Ok(())
 }

@@ -10,6 +10,7 @@
     joblib-rs inspect FILE [--json]
     joblib-rs convert IN OUT [--to jrs|joblib] [--compress C] [--allow PATTERN]... [--fsync]
                              [--json]
+    joblib-rs run SCRIPT [ARGS...] | run -m MODULE [ARGS...]
 
 Exit status: 0 success; 1 something not found or damaged, or a declined confirmation; 2 bad
 arguments. Errors go to stderr as ``joblib-rs: error: <message>``. See ``docs/cli.md``.
@@ -129,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fsync", action="store_true", help="flush OUT to disk before renaming it into place"
     )
     convert.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run = commands.add_parser(
+        "run",
+        help="run a program with `import joblib` bound to joblib-rs (joblib_rs.install())",
+    )
+    run.add_argument("-m", dest="module", action="store_true", help="TARGET is a module name")
+    run.add_argument("target", metavar="TARGET", help="a script path (or a module with -m)")
+    run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments")
     return parser
 
 
@@ -169,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on bad arguments
+    if args.command == "run":
+        # The program's own exceptions and exit status are its own: not caught below.
+        from joblib_rs.cli._run import run_program
+
+        try:
+            return run_program(args.target, args.args, args.module)
+        except CliError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return e.status
     try:
         return _run(args)
     except CliError as e:
