@@ -19,6 +19,13 @@ from joblib_rs.cli._convert import parse_compress
 from joblib_rs.cli._errors import CliError
 
 
+def plain_sample() -> dict[str, Any]:
+    """The sample objects without the object array (which "safe" refuses: see below)."""
+    value = sample_object()
+    del value["objects"]
+    return value
+
+
 def convert_json(*args: str) -> dict[str, Any]:
     code, out, err = run_cli("convert", *args, "--json")
     assert code == 0, err
@@ -27,7 +34,7 @@ def convert_json(*args: str) -> dict[str, Any]:
 
 def test_jrs_to_joblib_keeps_the_codec_and_joblib_reads_it(tmp_path: Path) -> None:
     src, dst = tmp_path / "in.jrs", tmp_path / "out.pkl"
-    value = sample_object()
+    value = plain_sample()
     joblib_rs.dump(value, src, compress=("gzip", 3))
     result = convert_json(str(src), str(dst))
     assert result["from"] == "jrs" and result["to"] == "joblib"
@@ -39,7 +46,7 @@ def test_jrs_to_joblib_keeps_the_codec_and_joblib_reads_it(tmp_path: Path) -> No
 
 def test_joblib_to_jrs_with_compression(tmp_path: Path) -> None:
     src, dst = tmp_path / "in.pkl", tmp_path / "out.jrs"
-    value = sample_object()
+    value = plain_sample()
     joblib.dump(value, src, compress=3)
     result = convert_json(str(src), str(dst), "--compress", "lz4:3")
     assert result["from"] == "joblib" and result["to"] == "jrs"
@@ -78,6 +85,17 @@ def test_globals_outside_plain_data_are_refused_unless_allowed(tmp_path: Path) -
     ok = convert_json(str(src), str(dst), "--allow", "numpy.sum")
     assert ok["to"] == "jrs"
     assert joblib_rs.load(dst)["f"] is np.sum
+
+
+def test_object_arrays_need_allow_numpy_object(tmp_path: Path) -> None:
+    # Object arrays hold references, not data: "safe" refuses them (docs/security.md).
+    src, dst = tmp_path / "in.jrs", tmp_path / "out.pkl"
+    value = sample_object()
+    joblib_rs.dump(value, src)
+    assert_error(run_cli("convert", str(src), str(dst)), 1, "object", "--allow")
+    assert not dst.exists()
+    convert_json(str(src), str(dst), "--allow", "numpy.object_")
+    assert_same(value, joblib.load(dst))
 
 
 def test_usage_errors_are_status_2(tmp_path: Path) -> None:

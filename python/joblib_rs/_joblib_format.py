@@ -230,6 +230,10 @@ class _JoblibPickler(_PyPickler):
             self.write(pickle.MARK)
             self._write_wrapper_class()
             self.write(pickle.OBJ)
+        # Memoized as the pure-Python pickler memoizes every object joblib's files hold: the
+        # memo keeps each wrapper alive during a load, so no two wrappers share an address
+        # (joblib-rs's restricted loader tracks built objects by address).
+        self.memoize(object())
         self.save(
             {
                 "subclass": np.ndarray,

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         action="append",
         default=[],
-        help="also allow this module.qualname global (wildcards; repeatable); plain data "
-        "is always allowed",
+        help="also allow this global: module.Name, or pkg.* for a package's classes "
+        "(repeatable; numpy.object_ for object arrays); plain data is always allowed",
     )
     convert.add_argument(
         "--fsync", action="store_true", help="flush OUT to disk before renaming it into place"

@@ -165,8 +165,8 @@ def run_convert(
     for pattern in allow:
         if pattern != "safe" and "." not in pattern:
             raise CliError(
-                f"--allow: invalid pattern {pattern!r} (expected module.qualname, "
-                "wildcards allowed, e.g. sklearn.linear_model.*)",
+                f"--allow: invalid pattern {pattern!r} (expected module.Name, or pkg.* for "
+                "the classes of a package, e.g. sklearn.*)",
                 EXIT_USAGE,
             )
     if value is None:
