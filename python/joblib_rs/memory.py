@@ -42,6 +42,7 @@ from joblib_rs._store_backends import (
     FileSystemStoreBackend,
     StoreBackendBase,
 )
+from joblib_rs.func_inspect import extract_first_line, filter_args  # noqa: F401  (joblib's)
 from joblib_rs.logger import Logger
 
 __all__ = [

@@ -587,3 +587,21 @@ def _load_path(
         if mapped:
             _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)
+
+# joblib's pickler classes and format helpers (importpaths: _joblib_pickle.py and friends).
+from joblib_rs._joblib_compressors import *  # noqa: E402, F403
+from joblib_rs._joblib_pickle import *  # noqa: E402, F403
+from joblib_rs.backports import make_memmap  # noqa: E402, F401
+from joblib_rs.numpy_pickle_compat import (  # noqa: E402, F401
+    NDArrayWrapper,
+    ZNDArrayWrapper,
+    load_compatibility,
+)
+from joblib_rs.numpy_pickle_utils import BUFFER_SIZE, _read_bytes  # noqa: E402, F401
+
+
+def load_temporary_memmap(filename: str, mmap_mode: str, unlink_on_gc_collect: bool) -> Any:
+    """See :func:`joblib_rs._memmapping_reducer.load_temporary_memmap`."""
+    from joblib_rs._memmapping_reducer import load_temporary_memmap as load_memmap
+
+    return load_memmap(filename, mmap_mode, unlink_on_gc_collect)
