@@ -195,8 +195,8 @@ def main() -> None:
         print("\n(joblib is not installed: no comparison)")
     print("\nSeconds per step (ratio = joblib time / joblib-rs time, higher is better):")
     print_table(ours, theirs)
-    print("  (joblib-rs's dump to a path is atomic and fsynced, so it survives a crash or power")
-    print("   loss; joblib writes in place without flushing: a few ms of disk flush per file)")
+    print("  (joblib-rs's dump to a path is atomic: a crash never leaves a torn file under its")
+    print("   name; neither library flushes to disk by default: dump(..., fsync=True) does)")
     sys.stdout.flush()
 
 

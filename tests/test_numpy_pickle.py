@@ -830,7 +830,7 @@ def test_file_larger_than_background_sync_interval(tmp_path: Path) -> None:
     # 80 MB: the writer starts background fdatasyncs every 64 MiB before the final fsync.
     value = np.arange(10_000_000, dtype=np.float64)
     path = tmp_path / "big.jrs"
-    joblib_rs.dump(value, path)
+    joblib_rs.dump(value, path, fsync=True)
     assert path.stat().st_size > value.nbytes
     np.testing.assert_array_equal(joblib_rs.load(path), value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jrs"]

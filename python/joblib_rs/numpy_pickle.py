@@ -188,7 +188,8 @@ def dump(
     compress: bool | int | str | tuple[str, int] = 0,
     protocol: int | None = None,
     *,
-    fsync: bool = True,
+    fsync: bool = False,
+    format: str = "jrs",
 ) -> list[str] | None:
     """Persist an arbitrary Python object into one file.
 
@@ -210,11 +211,19 @@ def dump(
     protocol : int, optional
         Pickle protocol; default (and anything >= 5) is 5, which sends numpy buffers out of
         band. Lower protocols store arrays inside the pickle.
-    fsync : bool, default=True
-        (joblib-rs addition.) Flush the file to the disk before giving it its name, so it
-        survives a power loss. ``False`` skips the flush, as joblib does: the write is then
-        as fast as the page cache allows (big files are otherwise limited by the disk's
-        write speed) and still atomic for readers and against a crash of this process.
+    fsync : bool, default=False
+        (joblib-rs addition.) ``True`` flushes the file to the disk before giving it its
+        name (and the folder after), so it survives a power loss; the write then waits for
+        the disk. By default, as joblib, numpy and the other array writers, the file is left
+        to the page cache: the write is still atomic (a crash of the process never leaves a
+        partial file under ``filename``), and after a power loss a joblib-rs file that did
+        not reach the disk fails its checksums instead of loading wrong data.
+    format : {'jrs', 'joblib'}, default='jrs'
+        (joblib-rs addition.) ``'jrs'``: joblib-rs's checksummed container, read by
+        :func:`load`. ``'joblib'``: joblib's own format, which ``joblib.load`` (joblib >= 1.0)
+        reads where joblib-rs is not installed (also :func:`load`). With ``'joblib'``,
+        ``compress`` means what it means to joblib: True and 1-9 are zlib levels, and the
+        codecs are those joblib reads (no zstd; lz4 needs the ``lz4`` package to be read).
 
     Returns
     -------
@@ -224,11 +233,24 @@ def dump(
     Notes
     -----
     Writing to a path is atomic: the data goes to a temporary file in the same folder,
-    which is fsynced (unless ``fsync=False``) then renamed, so ``filename`` never holds a
+    which is renamed (after an fsync with ``fsync=True``), so ``filename`` never holds a
     partial file. Compression runs on all cores in 4 MiB chunks, without the GIL.
     """
     if not isinstance(fsync, bool):
         raise TypeError(f"fsync must be True or False, got {fsync!r}")
+    if format == "joblib":
+        from joblib_rs._joblib_format import dump_joblib
+
+        if isinstance(filename, os.PathLike):
+            filename = os.fspath(filename)
+        if not isinstance(filename, str) and not hasattr(filename, "write"):
+            raise ValueError(
+                "Second argument should be a filename or a file-like object, "
+                f"{filename!r} (type {type(filename)}) was given."
+            )
+        return dump_joblib(value, filename, compress, protocol, durable=fsync)
+    if format != "jrs":
+        raise ValueError(f"format must be 'jrs' or 'joblib', got {format!r}")
     return _dump(value, filename, compress, protocol, durable=fsync)
 
 

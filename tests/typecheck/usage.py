@@ -63,6 +63,7 @@ def persistence(folder: pathlib.Path) -> Any:
     dump([1, 2], str(folder / "b.jrs"), compress=("lz4", 1), protocol=5)
     dump("text", folder / "c.jrs", compress=True)
     dump(1, folder / "d.jrs", compress="zstd")
+    dump({"w": [1.0]}, folder / "e.pkl", compress=("lz4", 3), format="joblib", fsync=True)
     buffer = io.BytesIO()
     assert dump(2, buffer) is None
     with gzip.open(folder / "e.gz", "wb") as stream:

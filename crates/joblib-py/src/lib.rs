@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod hash;
+mod joblib_stream;
 mod persist;
 mod pool;
 mod store;
@@ -19,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
     m.add_class::<pool::PyProcessPool>()?;
+    m.add_class::<joblib_stream::PyStreamEncoder>()?;
     store::register(m)?;
     persist::register(m)?;
     unpickle::register(m)?;

@@ -8,6 +8,8 @@
                                    [--dry-run] [--yes]
     joblib-rs cache clear LOCATION [FUNC] [--yes]
     joblib-rs inspect FILE [--json]
+    joblib-rs convert IN OUT [--to jrs|joblib] [--compress C] [--allow PATTERN]... [--fsync]
+                             [--json]
     joblib-rs run SCRIPT [ARGS...] | run -m MODULE [ARGS...]
 
 Exit status: 0 success; 1 something not found or damaged, or a declined confirmation; 2 bad
@@ -52,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``joblib-rs`` and its subcommands."""
     parser = _Parser(
         prog=PROG,
-        description="Inspect and prune joblib-rs caches; inspect files written by dump.",
+        description=(
+            "Inspect and prune joblib-rs caches; inspect files written by dump; convert files "
+            "between joblib-rs's format and joblib's."
+        ),
         epilog="Exit status: 0 ok, 1 not found / damaged / aborted, 2 bad arguments.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -96,6 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
 
+    convert = commands.add_parser(
+        "convert",
+        help="rewrite a file between joblib-rs's format and joblib's (no code from it runs)",
+    )
+    convert.add_argument("input", metavar="IN", help="a file written by joblib_rs or joblib")
+    convert.add_argument("output", metavar="OUT", help="the file to write (replaced atomically)")
+    convert.add_argument(
+        "--to",
+        choices=("jrs", "joblib"),
+        help="output format (default: the other one than IN's)",
+    )
+    convert.add_argument(
+        "--compress",
+        metavar="C",
+        help="none, a level 1-9, a codec (zlib, gzip, bz2, lzma, xz, lz4; zstd for jrs) or "
+        "codec:level (default: IN's codec when OUT's format has it)",
+    )
+    convert.add_argument(
+        "--allow",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="also allow this global: module.Name, or pkg.* for a package's classes "
+        "(repeatable; numpy.object_ for object arrays); plain data is always allowed",
+    )
+    convert.add_argument(
+        "--fsync", action="store_true", help="flush OUT to disk before renaming it into place"
+    )
+    convert.add_argument("--json", action="store_true", help="machine-readable output")
+
     run = commands.add_parser(
         "run",
         help="run a program with `import joblib` bound to joblib-rs (joblib_rs.install())",
@@ -111,6 +146,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "inspect":
         return _inspect.run_inspect(args.file, args.json)
+    if args.command == "convert":
+        from joblib_rs.cli import _convert
+
+        return _convert.run_convert(
+            args.input, args.output, args.to, args.compress, args.allow, args.fsync, args.json
+        )
     if args.action == "ls":
         return _cache.run_ls(args.location, args.json)
     if args.action == "show":

@@ -14,6 +14,9 @@ use std::io::{self, Read, Write};
 
 use rayon::prelude::*;
 
+mod stream;
+pub use stream::StreamEncoder;
+
 /// Raw bytes per compressed chunk written by this version (readers accept any size up to
 /// [`MAX_CHUNK`]).
 pub const CHUNK: usize = 4 << 20;
@@ -291,9 +294,31 @@ pub fn compress_chunk(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, C
             encode!(liblzma::write::XzEncoder::new_stream(out(), stream))
         }
         Codec::Xz => encode!(liblzma::write::XzEncoder::new(out(), level_u32(level))),
-        Codec::Lz4 => Ok(lz4_flex::block::compress(src)),
+        Codec::Lz4 => lz4_block(level, src),
         Codec::Zstd => zstd_compress(src, zstd_effective_level(src, level)).map_err(e),
     }
+}
+
+/// First lz4 level compressed with LZ4-HC, as in python-lz4's frame `compression_level`
+/// (which joblib passes its level to): below it the fast codec, from it LZ4-HC at that level.
+/// Both write the same block format, decoded by the same reader.
+pub const LZ4_HC_MIN_LEVEL: i32 = 3;
+
+/// One LZ4 block holding `src`: the fast codec below [`LZ4_HC_MIN_LEVEL`], LZ4-HC from it.
+/// A chunk whose first [`PROBE`] bytes the fast codec leaves over 90 % of their size (random
+/// floats, compressed data) is compressed with the fast codec at every level: LZ4-HC would
+/// spend several times longer for the same size.
+fn lz4_block(level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
+    if level < LZ4_HC_MIN_LEVEL || src.is_empty() {
+        return Ok(lz4_flex::block::compress(src));
+    }
+    if src.len() >= 2 * PROBE && lz4_flex::block::compress(&src[..PROBE]).len() * 10 >= PROBE * 9 {
+        return Ok(lz4_flex::block::compress(src));
+    }
+    let mut out = Vec::new();
+    lzzzz::lz4_hc::compress_to_vec(src, &mut out, level)
+        .map_err(|err| Codec::Lz4.encode_err(err))?;
+    Ok(out)
 }
 
 thread_local! {
@@ -579,16 +604,19 @@ pub fn decompress_stream_checked(
     }
 }
 
-/// Compress a whole buffer as one stream of `codec` (the inverse of [`decompress_stream`];
-/// used by tests and by tools that write joblib-style whole-file compressed pickles).
+/// Compress a whole buffer as one stream of `codec` (the inverse of [`decompress_stream`]):
+/// the whole-file formats of joblib's compressors, written by [`StreamEncoder`]; zstd as one
+/// frame.
 pub fn compress_stream(codec: Codec, level: i32, src: &[u8]) -> Result<Vec<u8>, CodecError> {
     match codec {
-        Codec::Lz4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            enc.write_all(src).map_err(|err| codec.encode_err(err))?;
-            enc.finish().map_err(|err| codec.encode_err(err))
+        Codec::None | Codec::Zstd => compress_chunk(codec, level, src),
+        _ => {
+            let mut out = Vec::new();
+            let mut enc = StreamEncoder::new(codec, level)?;
+            enc.write(src, &mut out)?;
+            enc.finish(&mut out)?;
+            Ok(out)
         }
-        other => compress_chunk(other, level, src),
     }
 }
 
@@ -695,6 +723,23 @@ mod tests {
         let mut out = vec![0u8; noise.len()];
         decompress_chunk(Codec::Zstd, &stored, &mut out).unwrap();
         assert_eq!(out, noise);
+    }
+
+    #[test]
+    fn lz4_hc_skips_incompressible_chunks() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Vec<u8> = (0..4 * PROBE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let fast = lz4_flex::block::compress(&noise);
+        assert_eq!(compress_chunk(Codec::Lz4, 9, &noise).unwrap(), fast);
+        let data = sample(4 * PROBE);
+        assert!(compress_chunk(Codec::Lz4, 9, &data).unwrap().len() < data.len() / 2);
     }
 
     #[test]

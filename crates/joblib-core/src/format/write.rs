@@ -144,10 +144,7 @@ fn write_frame<W: Write>(
     let mut hasher = Xxh3::new();
     let start = out.pos;
     if codec == Codec::None {
-        for piece in data.chunks(PIECE) {
-            hasher.update(piece);
-            out.put(piece)?;
-        }
+        hasher = put_plain(out, data)?;
     } else {
         // Pipeline: batch k+1 compresses on the thread pool while batch k is written.
         let level = opts.level;
@@ -182,6 +179,36 @@ fn write_frame<W: Write>(
         raw_len: data.len() as u64,
         stored_len,
         checksum,
+    })
+}
+
+/// Uncompressed payloads from this size on are hashed by a helper thread while written.
+const HASH_BESIDE_MIN: usize = 8 << 20;
+
+/// Write an uncompressed payload; returns its hasher. From [`HASH_BESIDE_MIN`] bytes on, a
+/// helper thread hashes the payload while this one writes it, so a big raw `dump` costs the
+/// write alone (the page cache's copy) instead of the hash plus the write.
+fn put_plain<W: Write>(out: &mut Counting<W>, data: &[u8]) -> Result<Xxh3, FormatError> {
+    let mut hasher = Xxh3::new();
+    if data.len() < HASH_BESIDE_MIN || crate::threads::available_threads() < 2 {
+        for piece in data.chunks(PIECE) {
+            hasher.update(piece);
+            out.put(piece)?;
+        }
+        return Ok(hasher);
+    }
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| {
+            let mut h = Xxh3::new();
+            h.update(data);
+            h
+        });
+        let written = data.chunks(PIECE).try_for_each(|piece| out.put(piece));
+        let hashed = helper
+            .join()
+            .map_err(|_| FormatError::Sink("hashing thread panicked".into()));
+        written?;
+        hashed
     })
 }
 
