@@ -1,16 +1,42 @@
-"""Progress bar for ``Parallel(progress=True)``: tqdm when installed, a plain one otherwise.
+"""Progress of a ``Parallel`` call: the bar of ``progress=True`` (tqdm when installed, a
+plain one otherwise) and the pacing of joblib's ``verbose`` messages.
 
-Updated by ``Parallel`` each time a batch completes; the total may be unknown until the task
-iterator is exhausted (a generator), in which case it is filled in later.
+Updated by the running call (``_call.ParallelCall``) each time a batch completes; the total
+may be unknown until the task iterator is exhausted (a generator), in which case it is filled
+in later.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from math import sqrt
 from typing import Any, TextIO
 
-__all__ = ["make_progress_bar"]
+__all__ = ["make_progress_bar", "short_format_time", "verbosity_filter"]
+
+
+def verbosity_filter(index: int, verbose: int) -> bool:
+    """True to skip the progress message of batch ``index``.
+
+    Messages get sparser as the index grows (the gap grows as its square root); above 10
+    every batch is reported.
+    """
+    if not verbose:
+        return True
+    if verbose > 10:
+        return False
+    if index == 0:
+        return False
+    scale = 0.5 * (11 - verbose) ** 2
+    return int(sqrt((index + 1) / scale)) == int(sqrt(index / scale))
+
+
+def short_format_time(t: float) -> str:
+    """Elapsed time as joblib prints it: ``'  0.6s'`` or ``' 1.5min'``."""
+    if t > 60:
+        return f"{t / 60.0:4.1f}min"
+    return f" {t:5.1f}s"
 
 
 class PlainProgressBar:
