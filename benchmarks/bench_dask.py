@@ -37,13 +37,16 @@ def dask_rows(n_tasks: int, repeat: int) -> list[Row]:
 
     n_workers = 2
     ideal = n_tasks * TASK_SECONDS / n_workers
-    with LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster),
+    ):
 
         def run_rs(n: int = n_tasks) -> None:
             with joblib_rs.parallel_config(backend="dask"):

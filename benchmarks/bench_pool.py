@@ -1,6 +1,6 @@
 """The default process backend ('loky'): joblib-rs's Rust pool beside joblib's loky, one run.
 
-    python benchmarks/bench_pool.py [--quick] [--repeat 3] [--json out.json]
+python benchmarks/bench_pool.py [--quick] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ def cold_start(mod: str, repeat: int) -> float:
     """First Parallel(n_jobs=2) call in a fresh interpreter (import excluded)."""
     times = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", COLD_START.format(mod=mod)],
-                             capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_START.format(mod=mod)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         times.append(float(out.stdout.split()[-1]))
     return min(times)
 
@@ -64,15 +69,27 @@ def main() -> None:
     scale = 10 if args.quick else 1
     mods = {"rs": joblib_rs, "jl": joblib}
     rows = [
-        Row("first call, fresh interpreter", cold_start("joblib", args.repeat) if joblib else None,
-            cold_start("joblib_rs", args.repeat), "<= 1/2 joblib"),
-        Row("warm 10-task call (median)", warm_call(joblib, 50) if joblib else None,
-            warm_call(joblib_rs, 200), "<= 1 ms"),
+        Row(
+            "first call, fresh interpreter",
+            cold_start("joblib", args.repeat) if joblib else None,
+            cold_start("joblib_rs", args.repeat),
+            "<= 1/2 joblib",
+        ),
+        Row(
+            "warm 10-task call (median)",
+            warm_call(joblib, 50) if joblib else None,
+            warm_call(joblib_rs, 200),
+            "<= 1 ms",
+        ),
     ]
     for name, fn, n, target in [
         (f"{100_000 // scale} tiny tasks", tiny_tasks, 100_000 // scale, ">= 2x"),
-        (f"{1000 // scale} tasks of 1 ms sleep", sleepers, 1000 // scale,
-         f"ideal {0.5 / scale:.2f} s"),
+        (
+            f"{1000 // scale} tasks of 1 ms sleep",
+            sleepers,
+            1000 // scale,
+            f"ideal {0.5 / scale:.2f} s",
+        ),
     ]:
         theirs = best_time(lambda fn=fn, n=n: fn(mods["jl"], n), args.repeat) if joblib else None
         ours = best_time(lambda fn=fn, n=n: fn(mods["rs"], n), args.repeat)

@@ -206,9 +206,7 @@ def test_manual_example_with_scheduler_address(cluster, capsys):
             out = Parallel(verbose=10)(delayed(slow_identity)(i, 0.05) for i in range(10))
     assert out == list(range(10))
     err = capsys.readouterr().err
-    assert (
-        f"Using backend DaskDistributedBackend with {N_WORKERS} concurrent workers." in err
-    )
+    assert f"Using backend DaskDistributedBackend with {N_WORKERS} concurrent workers." in err
     assert re.search(r"Done +10 out of +10 \| elapsed: .*finished", err)
 
 
@@ -318,9 +316,7 @@ def test_timeout_raises_and_cancels(client):
     with parallel_config(backend="dask"):
         with pytest.raises(TimeoutError):
             Parallel(timeout=0.5, batch_size=1)(delayed(slow_identity)(i, 1.5) for i in range(4))
-    _wait_until(
-        lambda: not _call_keys(client, "batch_of_slow_identity"), "the tasks are dropped"
-    )
+    _wait_until(lambda: not _call_keys(client, "batch_of_slow_identity"), "the tasks are dropped")
     # Running tasks cannot be interrupted: let them end before the next test.
     _wait_until(lambda: not any(client.processing().values()), "the cluster is idle")
 
@@ -409,9 +405,12 @@ def test_scatter_must_be_list_or_tuple(client):
 
 
 def test_wait_for_workers_timeout():
-    with LocalCluster(
-        n_workers=0, processes=False, dashboard_address=":0", silence_logs=logging.ERROR
-    ) as empty, Client(empty, set_as_default=False) as empty_client:
+    with (
+        LocalCluster(
+            n_workers=0, processes=False, dashboard_address=":0", silence_logs=logging.ERROR
+        ) as empty,
+        Client(empty, set_as_default=False) as empty_client,
+    ):
         backend = DaskDistributedBackend(client=empty_client, wait_for_workers_timeout=0.5)
         with pytest.raises(TimeoutError, match=r"has no worker after 0\.5 seconds") as info:
             Parallel(backend=backend)(delayed(abs)(i) for i in range(2))

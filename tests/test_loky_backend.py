@@ -68,10 +68,16 @@ CRASHES = {
     "exit-in-task": (delayed(os._exit)(3), TerminatedWorkerError, "exited with code 3"),
     "segfault-in-task": (delayed(ctypes.string_at)(0), TerminatedWorkerError, "SIGSEGV"),
     "sigkill-in-task": (delayed(_sigkill_self)(), TerminatedWorkerError, "SIGKILL"),
-    "exit-at-unpickle": (delayed(_identity)(ExitOnUnpickle()), TerminatedWorkerError,
-                         "exited with code 5"),
-    "error-at-pickle": (delayed(_identity)(FailOnPickle()), pickle.PicklingError,
-                        "refuses to be pickled"),
+    "exit-at-unpickle": (
+        delayed(_identity)(ExitOnUnpickle()),
+        TerminatedWorkerError,
+        "exited with code 5",
+    ),
+    "error-at-pickle": (
+        delayed(_identity)(FailOnPickle()),
+        pickle.PicklingError,
+        "refuses to be pickled",
+    ),
     "error-at-result-pickle": (delayed(_return_lock)(), pickle.PicklingError, "lock"),
 }
 
@@ -124,7 +130,8 @@ def test_exceptions_keep_their_type_and_worker_traceback():
     with pytest.raises(ZeroDivisionError) as excinfo:
         Parallel(n_jobs=2)(delayed(divmod)(1, i) for i in [1, 2, 0, 3])
     assert "divmod" in str(excinfo.value.__cause__) or "ZeroDivisionError" in str(
-        excinfo.value.__cause__)
+        excinfo.value.__cause__
+    )
 
 
 def test_lambdas_and_closures_travel():
@@ -176,11 +183,13 @@ def test_multiprocessing_manager_proxies_work_in_workers():
 
 
 def _inner_loky_parents(_):
-    return os.getpid(), set(Parallel(n_jobs=2, backend="loky")(
-        delayed(os.getppid)() for _ in range(4)))
+    return os.getpid(), set(
+        Parallel(n_jobs=2, backend="loky")(delayed(os.getppid)() for _ in range(4))
+    )
 
 
 def test_explicit_loky_inside_a_loky_worker_starts_a_nested_pool():
     for outer_pid, inner_parents in Parallel(n_jobs=2)(
-            delayed(_inner_loky_parents)(i) for i in range(2)):
+        delayed(_inner_loky_parents)(i) for i in range(2)
+    ):
         assert inner_parents == {outer_pid}

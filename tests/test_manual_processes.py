@@ -20,7 +20,17 @@ TIMEOUT = 120
 
 def test_common_usage_on_processes():
     assert Parallel(n_jobs=2)(delayed(sqrt)(i**2) for i in range(10)) == [
-        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+        0.0,
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        5.0,
+        6.0,
+        7.0,
+        8.0,
+        9.0,
+    ]
 
 
 def test_reusing_a_pool_of_workers_on_processes():
@@ -60,17 +70,21 @@ def test_pre_dispatch_producer_consumer_on_processes(capsys):
             yield i
 
     out = Parallel(n_jobs=2, verbose=100, pre_dispatch="1.5*n_jobs")(
-        delayed(sqrt)(i) for i in producer())
+        delayed(sqrt)(i) for i in producer()
+    )
     assert out == [sqrt(i) for i in range(6)]
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == ("[Parallel(n_jobs=2)]: Using backend LokyBackend with 2 concurrent "
-                          "workers.")
+    assert printed[0] == (
+        "[Parallel(n_jobs=2)]: Using backend LokyBackend with 2 concurrent workers."
+    )
     # The producer runs ahead by pre_dispatch (3) items before any result comes back.
     assert printed[1:4] == ["Produced 0", "Produced 1", "Produced 2"]
     assert [line for line in printed if line.startswith("Produced")] == [
-        f"Produced {i}" for i in range(6)]
-    assert re.match(r"\[Parallel\(n_jobs=2\)\]: Done +6 out of +6 \| elapsed: .* finished$",
-                    printed[-1])
+        f"Produced {i}" for i in range(6)
+    ]
+    assert re.match(
+        r"\[Parallel\(n_jobs=2\)\]: Done +6 out of +6 \| elapsed: .* finished$", printed[-1]
+    )
 
 
 def test_random_state_example_loky_vectors_differ():
@@ -112,8 +126,14 @@ def test_serialization_of_unpicklable_objects_example(tmp_path):
     script = tmp_path / "serialization_and_wrappers.py"
     script.write_text(SERIALIZATION_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "LOKY_PICKLER"}
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=TIMEOUT, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "42"

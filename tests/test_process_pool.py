@@ -137,11 +137,16 @@ def test_workers_get_thread_limits_cwd_and_sys_path(tmp_path, monkeypatch):
     env = _process_pool.worker_environment(2)
     p = ProcessPool(2, env=env)
     try:
+
         def probe():
             import only_here_module
 
-            return (os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS"),
-                    os.getcwd(), only_here_module.VALUE)
+            return (
+                os.environ.get("OMP_NUM_THREADS"),
+                os.environ.get("MKL_NUM_THREADS"),
+                os.getcwd(),
+                only_here_module.VALUE,
+            )
 
         omp, mkl, cwd, value = p.submit(probe).result(timeout=TIMEOUT)
     finally:
@@ -206,6 +211,7 @@ def test_initializer_runs_in_each_worker():
 
     p = ProcessPool(2, initializer=setup, initargs=("configured",))
     try:
+
         def read_tag():
             import builtins
 

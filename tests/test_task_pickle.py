@@ -19,12 +19,11 @@ from joblib_rs import _task_pickle
 def _load_elsewhere(payload: bytes, expression: str) -> str:
     """Unpickles ``payload`` in a fresh interpreter as ``obj`` and prints ``expression``."""
     code = (
-        "import pickle, sys\n"
-        "obj = pickle.loads(sys.stdin.buffer.read())\n"
-        f"print({expression})\n"
+        f"import pickle, sys\nobj = pickle.loads(sys.stdin.buffer.read())\nprint({expression})\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=payload, capture_output=True, timeout=60, check=True
+    )
     return out.stdout.decode().strip()
 
 
@@ -42,6 +41,7 @@ def test_a_closure_travels_with_its_cells():
     def make(k):
         def scaled(x):
             return k * x
+
         return scaled
 
     assert _load_elsewhere(_task_pickle.dumps(make(7)), "obj(6)") == "42"
@@ -102,8 +102,9 @@ def test_arrays_are_offered_to_the_reducer_on_both_paths():
                 return reduce_array(obj)
             return super().reducer_override(obj)
 
-    slow = _task_pickle.dumps([arr, lambda: 1], reduce_array,
-                              lambda buf: ViaCloudpickle(buf, protocol=5))
+    slow = _task_pickle.dumps(
+        [arr, lambda: 1], reduce_array, lambda buf: ViaCloudpickle(buf, protocol=5)
+    )
     loaded = pickle.loads(slow)
     assert loaded[0].shape == (2, 3) and not loaded[0].any() and loaded[1]() == 1
     assert seen[0] == seen[-1] == (2, 3)

@@ -26,15 +26,13 @@ import itertools
 import operator
 import threading
 import time
-import warnings
 from collections.abc import Callable, Generator, Iterable
-from math import floor, log10
 from typing import TYPE_CHECKING, Any
 
 from joblib_rs._backends.base import ParallelBackendBase, TimeoutError
 from joblib_rs._backends.config import parallel_config
 from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
-from joblib_rs._progress import make_progress_bar, short_format_time, verbosity_filter
+from joblib_rs._progress import make_progress_bar, report_progress, warn_exit_early
 
 if TYPE_CHECKING:
     from joblib_rs.parallel import Parallel
@@ -398,45 +396,7 @@ class ParallelCall:
 
     def print_progress(self) -> None:
         """Report progress, at a frequency set by ``verbose``; update the progress bar."""
-        if self.progress_bar is not None:
-            self.progress_bar.update_to(self.n_completed_tasks)
-        verbose = self.parallel.verbose
-        if not verbose or self.finished_printed:
-            return
-        print_ = self.parallel._print
-        width = floor(log10(self.n_tasks)) + 1 if self.n_tasks else 3
-        elapsed = time.time() - self.start_time
-        if self.is_completed():
-            self.finished_printed = True
-            print_(
-                f"Done {self.n_completed_tasks:{width}d} out of {self.n_completed_tasks:{width}d}"
-                f" | elapsed: {short_format_time(elapsed)} finished"
-            )
-            return
-        index = self.n_completed_tasks
-        if self.original_iterator is not None:
-            # Still reading the input: the total may be unknown.
-            if verbosity_filter(self.n_dispatched_batches, verbose):
-                return
-            fmt_time = f"| elapsed: {short_format_time(elapsed)}"
-            if self.n_tasks is not None:
-                print_(f"Done {index:{width}d} out of {self.n_tasks:{width}d} {fmt_time}")
-            else:
-                pad = " " * (len("out of ") + width - len("tasks"))
-                print_(f"Done {index:{width}d} tasks {pad}{fmt_time}")
-            return
-        total = self.n_dispatched_tasks
-        if index != 0:
-            # Everything is dispatched: report about `verbose` times until the end.
-            cursor = total - index + 1 - self.pre_dispatch_amount
-            frequency = (total // verbose) + 1
-            if index + 1 == total or cursor % frequency:
-                return
-        remaining = (elapsed / max(index, 1)) * (total - index)
-        print_(
-            f"Done {index:{width}d} out of {total:{width}d} | elapsed: "
-            f"{short_format_time(elapsed)} remaining: {short_format_time(remaining)}"
-        )
+        report_progress(self)
 
     def close_progress_bar(self) -> None:
         """Draw the final state of the progress bar and close it."""
@@ -453,27 +413,6 @@ class ParallelCall:
         if not self.aborted:
             self.backend.abort_everything(ensure_ready=self.parallel._managed_backend)
         self.aborted = True
-
-    def warn_exit_early(self) -> None:
-        """Warn that results were computed but not read, or tasks cancelled."""
-        unread = self.n_completed_tasks - self.nb_consumed
-        completed = self.is_completed()
-        msg = ""
-        if unread:
-            msg += f"{unread} tasks have been successfully executed  but not used."
-            if not completed:
-                msg += " Additionally, "
-        if not completed:
-            msg += (
-                f"{self.n_dispatched_tasks - self.n_completed_tasks} tasks which were still "
-                "being processed by the workers have been cancelled."
-            )
-        if msg:
-            msg += (
-                " You could benefit from adjusting the input task iterator to limit "
-                "unnecessary computation time."
-            )
-            warnings.warn(msg, stacklevel=3)
 
     # ------------------------------------------------------------------ retrieval
 
@@ -606,7 +545,7 @@ class ParallelCall:
                 return
             self.abort()
             if parallel.return_generator:
-                self.warn_exit_early()
+                warn_exit_early(self)
             raise
         except BaseException:
             self.exception = True
@@ -628,7 +567,7 @@ class ParallelCall:
         try:
             self.abort()
             if self.parallel.return_generator:
-                self.warn_exit_early()
+                warn_exit_early(self)
             self.close_progress_bar()
             self.parallel._terminate_and_reset()
         finally:

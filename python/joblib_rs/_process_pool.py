@@ -64,9 +64,7 @@ THREAD_LIMIT_VARS = (
 TBB_ENABLE_IPC_VAR = "ENABLE_IPC"
 
 
-def worker_environment(
-    n_workers: int, inner_max_num_threads: int | None = None
-) -> dict[str, str]:
+def worker_environment(n_workers: int, inner_max_num_threads: int | None = None) -> dict[str, str]:
     """Variables added to the workers' environment so ``n_workers`` processes do not each
     start one native thread per core.
 

@@ -424,5 +424,3 @@ def effective_n_jobs(n_jobs: int | None = -1) -> int:
     if n_jobs is None:
         n_jobs = backend_n_jobs
     return backend.effective_n_jobs(n_jobs=n_jobs)
-
-

@@ -413,4 +413,3 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
 
 def _lazy_backend() -> DaskDistributedBackend:
     return DaskDistributedBackend(_lazy_client=True)
-
