@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from joblib_rs._backends.base import ParallelBackendBase, TimeoutError
-from joblib_rs._backends.config import parallel_config
+from joblib_rs._batch import BatchedCalls, learned_batch_size, remember_batch_size
 from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
 from joblib_rs._progress import make_progress_bar, report_progress, warn_exit_early
 
@@ -87,48 +87,6 @@ def eval_expr(expr: str) -> float:
 TASK_DONE = "Done"
 TASK_ERROR = "Error"
 TASK_PENDING = "Pending"
-
-
-class BatchedCalls:
-    """A list of ``(func, args, kwargs)`` run under the nested backend config.
-
-    ``splittable`` (set for auto-sized batches) lets a thread backend schedule its tasks one
-    by one (see ``_threads``); otherwise the batch runs as one unit, as in joblib.
-    """
-
-    splittable = False
-
-    def __init__(
-        self,
-        iterator_slice: Iterable[tuple[Callable[..., Any], tuple, dict]],
-        backend_and_jobs: tuple[ParallelBackendBase, int | None] | ParallelBackendBase,
-        reducer_callback: Callable[[], None] | None = None,
-        pickle_cache: dict | None = None,
-    ) -> None:
-        self.items = list(iterator_slice)
-        self._size = len(self.items)
-        self._reducer_callback = reducer_callback
-        if isinstance(backend_and_jobs, tuple):
-            self._backend, self._n_jobs = backend_and_jobs
-        else:
-            self._backend, self._n_jobs = backend_and_jobs, None
-        self._pickle_cache = pickle_cache if pickle_cache is not None else {}
-
-    def nested_config(self) -> parallel_config:
-        """The configuration its tasks run under (what nested ``Parallel`` calls use)."""
-        return parallel_config(backend=self._backend, n_jobs=self._n_jobs)
-
-    def __call__(self) -> list[Any]:
-        with self.nested_config():
-            return [func(*args, **kwargs) for func, args, kwargs in self.items]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        if self._reducer_callback is not None:
-            self._reducer_callback()
-        return BatchedCalls, (self.items, (self._backend, self._n_jobs), None, self._pickle_cache)
-
-    def __len__(self) -> int:
-        return self._size
 
 
 class BatchCompletionCallBack:
@@ -290,6 +248,8 @@ class ParallelCall:
         self.pre_dispatch_amount = 0
         self.finished_printed = False
         self.n_jobs = 1
+        # The function of the first task, whose batch size is learned (auto-batching).
+        self.learning_func: Any = None
         self.start_time = time.time()
         self.progress_bar: Any = make_progress_bar(n_tasks) if parallel.progress else None
 
@@ -345,10 +305,12 @@ class ParallelCall:
                     return True
                 batch_size = self._get_batch_size()
                 n_jobs = self.n_jobs
-                big_batch_size = batch_size * n_jobs
-                tasks = list(itertools.islice(iterator, big_batch_size))
+                tasks = list(itertools.islice(iterator, batch_size * n_jobs))
                 if not tasks:
                     return False
+                if self.learning_func is None and self.parallel.batch_size == "auto":
+                    batch_size = self._recall_batch_size(tasks, iterator, batch_size)
+                big_batch_size = batch_size * n_jobs
                 if iterator is self.original_iterator and len(tasks) < big_batch_size:
                     # The end of the input: smaller batches even out the last stragglers.
                     final_batch_size = max(1, len(tasks) // (10 * n_jobs))
@@ -375,6 +337,23 @@ class ParallelCall:
                 tracker._register_outcome(TASK_ERROR, exc)
                 return False
             return True
+
+    def _recall_batch_size(self, tasks: list, iterator: Any, batch_size: int) -> int:
+        """Start from the batch size an earlier call of the same function learned (reading
+        the tasks it needs); called at the first dispatch of an auto-batched call."""
+        self.learning_func = tasks[0][0]
+        seed = getattr(self.backend, "seed_batch_size", None)
+        learned = learned_batch_size(self.backend, self.learning_func)
+        if seed is None or learned is None or learned <= batch_size:
+            return batch_size
+        seed(learned)
+        tasks += itertools.islice(iterator, (learned - batch_size) * self.n_jobs)
+        return learned
+
+    def _remember_batch_size(self) -> None:
+        size = getattr(self.backend, "effective_batch_size", None)
+        if self.learning_func is not None and size is not None:
+            remember_batch_size(self.backend, self.learning_func, size)
 
     def _get_batch_size(self) -> int:
         batch_size = self.parallel.batch_size
@@ -477,7 +456,7 @@ class ParallelCall:
                     continue
                 self.cond.wait(deadline - now)
 
-    def _retrieve(self) -> Generator[Any, None, None]:
+    def _retrieve(self, whole_batches: bool) -> Generator[Any, None, None]:
         timeout = self.parallel.timeout
         while True:
             job = self._next_ready_job()
@@ -486,13 +465,21 @@ class ParallelCall:
             results = job.get_result(timeout)
             with self.lock:
                 self.n_read_batches += 1
+            if whole_batches:
+                self.nb_consumed += len(results)
+                yield results
+                continue
             for result in results:
                 self.nb_consumed += 1
                 yield result
 
-    def run(self, iterable: Iterable[Any], n_jobs: int) -> Generator[Any, None, None]:
+    def run(
+        self, iterable: Iterable[Any], n_jobs: int, whole_batches: bool = False
+    ) -> Generator[Any, None, None]:
         """Prepare the dispatch of ``iterable`` on ``n_jobs`` workers; returns the output
-        generator (run it to its first yield to dispatch the first batches)."""
+        generator (run it to its first yield to dispatch the first batches). It yields
+        results one by one, or each batch's list of results with ``whole_batches`` (what
+        ``return_as='list'`` collects: no generator step per result)."""
         parallel = self.parallel
         self.n_jobs = n_jobs
         backend_name = type(self.backend).__name__
@@ -516,9 +503,11 @@ class ParallelCall:
             if parallel.return_generator:
                 self.max_unread_batches = max(pre_dispatch, 2 * n_jobs)
             iterator = itertools.islice(iterator, self.pre_dispatch_amount)
-        return self._outputs(iterator, pre_dispatch)
+        return self._outputs(iterator, pre_dispatch, whole_batches)
 
-    def _outputs(self, iterator: Any, pre_dispatch: Any) -> Generator[Any, None, None]:
+    def _outputs(
+        self, iterator: Any, pre_dispatch: Any, whole_batches: bool
+    ) -> Generator[Any, None, None]:
         parallel = self.parallel
         dispatch_thread_id = threading.get_ident()
         detached = False
@@ -529,7 +518,8 @@ class ParallelCall:
             # The first yield only makes the generator enter this try block.
             yield
             with self.backend.retrieval_context():
-                yield from self._retrieve()
+                yield from self._retrieve(whole_batches)
+            self._remember_batch_size()
             self.iterating = False
             self.print_progress()
         except GeneratorExit:

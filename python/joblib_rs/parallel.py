@@ -65,12 +65,12 @@ from joblib_rs._backends.config import (
     register_parallel_backend,
     resolve_active_backend,
 )
+from joblib_rs._batch import BatchedCalls
 from joblib_rs._call import (
     TASK_DONE,
     TASK_ERROR,
     TASK_PENDING,
     BatchCompletionCallBack,
-    BatchedCalls,
     ParallelCall,
 )
 from joblib_rs._cpu import cpu_count
@@ -545,7 +545,7 @@ class Parallel:
             return output if self.return_generator else list(output)
 
         try:
-            output = call.run(iterable, n_jobs)
+            output = call.run(iterable, n_jobs, whole_batches=not self.return_generator)
         except BaseException:
             # Bad pre_dispatch, no workers, a non-iterable...: leave the instance reusable.
             self._running = False
@@ -555,7 +555,12 @@ class Parallel:
         self._call_ref = weakref.ref(output)
         # Run the generator to its first yield: this dispatches the first batches.
         next(output)
-        return output if self.return_generator else list(output)
+        if self.return_generator:
+            return output
+        results: list[Any] = []
+        for batch_results in output:
+            results.extend(batch_results)
+        return results
 
     # joblib's Parallel inherits these from its Logger: messages go to the `logging` module.
 

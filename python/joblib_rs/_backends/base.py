@@ -35,6 +35,7 @@ __all__ = [
     "MULTIPROCESSING_ENABLED",
     "AutoBatchingMixin",
     "FallbackToBackend",
+    "MeasuredBatchingMixin",
     "ParallelBackendBase",
     "PoolManagerMixin",
     "TimeoutError",
@@ -344,4 +345,45 @@ class AutoBatchingMixin:
     def reset_batch_stats(self) -> None:
         """Forget the batch statistics, so the next call starts from a batch of 1."""
         self._effective_batch_size = self._DEFAULT_EFFECTIVE_BATCH_SIZE
+        self._smoothed_batch_duration = self._DEFAULT_SMOOTHED_BATCH_DURATION
+
+
+class MeasuredBatchingMixin(AutoBatchingMixin):
+    """Auto-batching that jumps to the size the last measurement asks for.
+
+    joblib's policy (:class:`AutoBatchingMixin`) at most doubles the size per step, so
+    100k tiny tasks need a dozen round trips before batches are big enough. Here a batch of
+    ``old`` tasks that took ``duration`` (dispatch to completion, transport included) sets
+    the next size to ``old * 2 * MIN_IDEAL_BATCH_DURATION / duration`` at once. That is safe:
+    the measured duration includes the fixed cost of a round trip, so it overestimates the
+    cost of a task and the new batch lasts at most ``2 * MIN_IDEAL_BATCH_DURATION``. Slow
+    batches shrink as in joblib. The call may also start from a size learned by an earlier
+    call of the same function (:meth:`seed_batch_size`).
+    """
+
+    def compute_batch_size(self) -> int:
+        """Next batch size from the smoothed duration of recent batches."""
+        old = self._effective_batch_size
+        duration = self._smoothed_batch_duration
+        if not 0 < duration < self.MIN_IDEAL_BATCH_DURATION:
+            return super().compute_batch_size()
+        size = max(int(old * self.MIN_IDEAL_BATCH_DURATION / duration) * 2, old, 1)
+        if size != old:
+            self._effective_batch_size = size
+            self._smoothed_batch_duration = self._DEFAULT_SMOOTHED_BATCH_DURATION
+            parallel = getattr(self, "parallel", None)
+            if self._report_batch_size_changes and parallel is not None and parallel.verbose >= 10:
+                parallel._print(
+                    f"Batch computation too fast ({duration}s.) Setting batch_size={size}."
+                )
+        return size
+
+    @property
+    def effective_batch_size(self) -> int:
+        """The size the policy currently uses."""
+        return self._effective_batch_size
+
+    def seed_batch_size(self, size: int) -> None:
+        """Start from ``size`` (learned by an earlier call) instead of 1."""
+        self._effective_batch_size = max(int(size), 1)
         self._smoothed_batch_duration = self._DEFAULT_SMOOTHED_BATCH_DURATION

@@ -23,8 +23,8 @@ from typing import Any
 
 from joblib_rs._backends.base import (
     MULTIPROCESSING_ENABLED,
-    AutoBatchingMixin,
     FallbackToBackend,
+    MeasuredBatchingMixin,
     ParallelBackendBase,
     PoolManagerMixin,
     check_n_jobs,
@@ -84,7 +84,7 @@ class _PoolTask:
             return False, dumps_failure(exc)
 
 
-class MultiprocessingBackend(PoolManagerMixin, AutoBatchingMixin, ParallelBackendBase):
+class MultiprocessingBackend(PoolManagerMixin, MeasuredBatchingMixin, ParallelBackendBase):
     """Runs batches in a :class:`multiprocessing.Pool` (joblib's legacy process backend).
 
     Batches travel with ``_task_pickle``, so lambdas and functions defined in ``__main__``

@@ -19,8 +19,8 @@ from typing import Any
 from joblib_rs._backends.base import (
     MULTIPROCESSING_ENABLED,
     NESTED_DEFAULTS,
-    AutoBatchingMixin,
     FallbackToBackend,
+    MeasuredBatchingMixin,
     ParallelBackendBase,
     check_n_jobs,
     resolve_n_jobs,
@@ -31,7 +31,7 @@ from joblib_rs._threads import ThreadLease, lease_threads
 __all__ = ["ThreadingBackend"]
 
 
-class ThreadingBackend(AutoBatchingMixin, ParallelBackendBase):
+class ThreadingBackend(MeasuredBatchingMixin, ParallelBackendBase):
     """Runs batches on worker threads of this process.
 
     Very low overhead, but pure-Python tasks are serialised by the GIL; best for code that
