@@ -196,8 +196,7 @@ def main() -> int:
             med = {name: statistics.median(values) for name, values in times.items()}
             ours = med["joblib-rs"]
             ratios = (
-                f"joblib/ours {med['joblib'] / ours:.1f}x, "
-                f"ours/Pool {ours / med['Pool.map']:.2f}x"
+                f"joblib/ours {med['joblib'] / ours:.1f}x, ours/Pool {ours / med['Pool.map']:.2f}x"
             )
             print(f"{workload:<30}" + "".join(f"{_fmt(med[p.name]):>14}" for p in peers), ratios)
     finally:
