@@ -312,8 +312,13 @@ class ParallelCall:
                     batch_size = self._recall_batch_size(tasks, iterator, batch_size)
                 big_batch_size = batch_size * n_jobs
                 if iterator is self.original_iterator and len(tasks) < big_batch_size:
-                    # The end of the input: smaller batches even out the last stragglers.
-                    final_batch_size = max(1, len(tasks) // (10 * n_jobs))
+                    # The end of the input: smaller batches even out the last stragglers,
+                    # unless all of it fits in one batch of the measured ideal size (then
+                    # one batch per worker is balanced already).
+                    if self.parallel.batch_size == "auto" and len(tasks) <= batch_size:
+                        final_batch_size = -(-len(tasks) // n_jobs)
+                    else:
+                        final_batch_size = max(1, len(tasks) // (10 * n_jobs))
                 else:
                     final_batch_size = max(1, len(tasks) // n_jobs)
                 nested = self.backend.get_nested_backend()
