@@ -5,11 +5,11 @@ commented exception such as an optional plugin).
 """
 
 import ast
+import importlib.util
 import pathlib
 
-import joblib_rs
-
-ROOT = pathlib.Path(joblib_rs.__file__).parent
+# Found without importing the package, so a circle is reported here, not as an import error.
+ROOT = pathlib.Path(importlib.util.find_spec("joblib_rs").origin).parent
 # The parallel engine's modules (docs/architecture.md); memory.py's split is planned work.
 ENGINE = [
     "parallel.py",
