@@ -197,32 +197,34 @@ class ProcessPool:
         return future
 
     def _collect(self) -> None:
+        event_type = _core.PoolEvent
         while True:
-            kind, ident, data = self._pool.next_event(None)
-            if kind == "closed":
+            event = self._pool.next_event(None)
+            kind = event.kind
+            if kind == event_type.CLOSED:
                 break
-            if kind == "ready":
+            if kind == event_type.READY:
                 continue
-            if kind == "died":
-                how, value, _lost = data
+            if kind == event_type.DIED:
                 self._break(
                     TerminatedWorkerError(
-                        f"A worker process (pid {ident}) of the joblib-rs pool was "
-                        f"unexpectedly terminated: it {_describe_exit(how, value)}. This can "
-                        "be caused by a segmentation fault in the function or by excessive "
+                        f"A worker process (pid {event.ident}) of the joblib-rs pool was "
+                        f"unexpectedly terminated: it "
+                        f"{_describe_exit(event.exit_how, event.exit_value)}. This can be "
+                        "caused by a segmentation fault in the function or by excessive "
                         "memory use making the operating system kill the worker."
                     )
                 )
                 break
             with self._lock:
-                future = self._futures.pop(ident, None)
+                future = self._futures.pop(event.ident, None)
             if future is None:
                 continue
             try:
-                if kind == "done":
-                    future.set_result(loads_result(data))
+                if kind == event_type.DONE:
+                    future.set_result(loads_result(event.payload))
                 else:
-                    future.set_exception(loads_failure(data))
+                    future.set_exception(loads_failure(event.payload))
             except BaseException as exc:  # unpickling the outcome failed
                 if not future.done():
                     future.set_exception(exc)

@@ -19,12 +19,15 @@ import struct
 import sys
 from typing import BinaryIO
 
+from joblib_rs import _core
 from joblib_rs._task_pickle import ArrayPolicy, dumps_failure, dumps_result, loads_task
 
 WORKER_FD = 3
 HEADER = struct.Struct("<QBQ")  # length of the rest, kind, task id
-INIT, TASK, SHUTDOWN = 1, 2, 3
-READY, DONE, FAILED = 10, 11, 12
+# Frame kinds are defined once, in Rust (joblib-core's FrameKind).
+_KINDS = _core.POOL_FRAME_KINDS
+INIT, TASK, SHUTDOWN = _KINDS["INIT"], _KINDS["TASK"], _KINDS["SHUTDOWN"]
+READY, DONE, FAILED = _KINDS["READY"], _KINDS["DONE"], _KINDS["FAILED"]
 
 
 def _read_frame(stream: BinaryIO) -> tuple[int, int, bytes] | None:
