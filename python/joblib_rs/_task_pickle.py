@@ -88,7 +88,9 @@ class ArrayPolicy:
 
     def reduce_result_array(self, array: Any) -> Any:
         """Reduction of a result array: a file in ``folder`` when large, else normal."""
-        from joblib_rs import _memmapping  # numpy-only path: keep plain imports light
+        # Imported here: _memmapping imports this module (for its SharedResult wrapper, which
+        # the engine no longer uses), so a module-level import would close a circle.
+        from joblib_rs import _memmapping
 
         if self.max_nbytes is None:
             return NotImplemented
