@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Make cargo (clippy, tests) build PyO3 against the same interpreter as the package.
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean
+.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ py-test:
 dev: $(PY)
 	$(PY) -m pip install --quiet maturin
 	MATURIN_PEP517_ARGS="--profile dev-fast" $(PY) -m pip install --quiet -e '.[test]'
+
+## A longer fuzzing campaign of load(..., allowed="safe") (make test runs 3,000 cases).
+fuzz: install
+	cd tests && ../$(PY) fuzz_safe_load.py --examples $${EXAMPLES:-200000} --seed $${SEED:-0}
 
 ## Side-by-side benchmarks against joblib.
 bench: install

@@ -101,8 +101,30 @@ def test_unknown_hash_name_lists_the_valid_ones(bad):
 
 
 def test_lookalike_values_all_differ():
-    values = [1, 1.0, True, "1", b"1", bytearray(b"1"), [1], (1,), {1}, frozenset([1]), {1: 1},
-              1 + 0j, None, 0, False, 0.0, "", b"", [], (), {}, set()]
+    values = [
+        1,
+        1.0,
+        True,
+        "1",
+        b"1",
+        bytearray(b"1"),
+        [1],
+        (1,),
+        {1},
+        frozenset([1]),
+        {1: 1},
+        1 + 0j,
+        None,
+        0,
+        False,
+        0.0,
+        "",
+        b"",
+        [],
+        (),
+        {},
+        set(),
+    ]
     for name in ("xxh3", "md5", "sha1"):
         digests = [hash(v, hash_name=name) for v in values]
         assert len(set(digests)) == len(values), name
@@ -307,9 +329,28 @@ def test_dict_mutated_during_hashing_raises():
 # numpy
 # --------------------------------------------------------------------------------------------
 ALL_DTYPES = [
-    np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
-    np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128,
-    "datetime64[ns]", "datetime64[D]", "timedelta64[s]", "S5", "U7", ">f8", ">i4",
+    np.bool_,
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.longdouble,
+    np.complex64,
+    np.complex128,
+    "datetime64[ns]",
+    "datetime64[D]",
+    "timedelta64[s]",
+    "S5",
+    "U7",
+    ">f8",
+    ">i4",
     [("a", "<i4"), ("b", "<f8"), ("c", "S3")],
 ]
 
@@ -492,8 +533,14 @@ def _hash_in_subprocess(seed: str) -> list[str]:
         print(hash(obj)); print(hash(obj, 'md5')); print(hash(obj, 'sha1'))
     """)
     env = dict(os.environ, PYTHONHASHSEED=seed)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return out.stdout.split()
 
 

@@ -52,14 +52,17 @@ def temp_base(tmp_path, monkeypatch):
 
 def test_manual_automated_memmap_example():
     out = Parallel(n_jobs=2, max_nbytes=1e6)(
-        delayed(is_memmap)(np.ones(int(i))) for i in [1e2, 1e4, 1e6])
+        delayed(is_memmap)(np.ones(int(i))) for i in [1e2, 1e4, 1e6]
+    )
     assert out == [False, False, True]
 
 
 def test_threshold_accepts_human_strings_and_none():
     a = np.ones(300_000)  # 2.4 MB
     assert Parallel(n_jobs=2, max_nbytes="1M")(delayed(is_memmap)(x) for x in [a, a[:10]]) == [
-        True, False]
+        True,
+        False,
+    ]
     assert Parallel(n_jobs=2, max_nbytes="10M")(delayed(is_memmap)(x) for x in [a]) == [False]
     assert Parallel(n_jobs=2, max_nbytes=None)(delayed(is_memmap)(x) for x in [a]) == [False]
 
@@ -84,8 +87,9 @@ def test_fortran_and_structured_arrays_keep_layout_and_values():
     f = np.asfortranarray(np.random.default_rng(0).random((700, 300)))
     rec = np.zeros(200_000, dtype=[("a", "<i4"), ("b", "<f8")])
     rec["a"] = np.arange(rec.size)
-    out = Parallel(n_jobs=2)(delayed(lambda x: (is_memmap(x), x.flags.f_contiguous,
-                                                 x.copy()))(x) for x in [f, rec])
+    out = Parallel(n_jobs=2)(
+        delayed(lambda x: (is_memmap(x), x.flags.f_contiguous, x.copy()))(x) for x in [f, rec]
+    )
     assert out[0][0] and out[0][1]
     np.testing.assert_array_equal(out[0][2], f)
     assert out[1][0]
@@ -108,7 +112,8 @@ def test_existing_memmaps_and_views_travel_as_references(tmp_path):
     strided = large[10:1000:7]
     out = Parallel(n_jobs=2, max_nbytes=None)(
         delayed(lambda x: (is_memmap(x), np.asarray(x).copy()))(x)
-        for x in [large, small, as_array, strided])
+        for x in [large, small, as_array, strided]
+    )
     assert [flag for flag, _ in out] == [True, True, True, True]
     for (_, got), want in zip(out, [large, small, as_array, strided], strict=True):
         np.testing.assert_array_equal(got, want)
@@ -136,10 +141,10 @@ def test_manual_numpy_memmap_example_writable_output(tmp_path):
     expected = [data[sl].mean() for sl in slices]
     results = Parallel(n_jobs=2)(delayed(lambda d, s: d[s].mean())(data, sl) for sl in slices)
     np.testing.assert_allclose(results, expected)
-    output = np.memmap(tmp_path / "output_memmap", dtype=data.dtype, shape=len(slices),
-                       mode="w+")
-    Parallel(n_jobs=2)(delayed(slow_mean_write_output)(data, sl, output, idx)
-                       for idx, sl in enumerate(slices))
+    output = np.memmap(tmp_path / "output_memmap", dtype=data.dtype, shape=len(slices), mode="w+")
+    Parallel(n_jobs=2)(
+        delayed(slow_mean_write_output)(data, sl, output, idx) for idx, sl in enumerate(slices)
+    )
     np.testing.assert_allclose(output, expected)
 
 
@@ -156,8 +161,10 @@ def test_large_results_come_back_as_writable_ndarrays(temp_base):
 
 
 def test_large_fortran_results_keep_their_order():
-    out = Parallel(n_jobs=2)(delayed(lambda: np.asfortranarray(np.arange(400_000.0).reshape(
-        800, 500)))() for _ in range(2))
+    out = Parallel(n_jobs=2)(
+        delayed(lambda: np.asfortranarray(np.arange(400_000.0).reshape(800, 500)))()
+        for _ in range(2)
+    )
     assert out[0].flags.f_contiguous
     np.testing.assert_array_equal(out[0], np.arange(400_000.0).reshape(800, 500))
 
@@ -236,8 +243,9 @@ def test_cleanup_after_ctrl_c(tmp_path):
             print("interrupted", flush=True)
     """)
     env = dict(os.environ, JOBLIB_TEMP_FOLDER=str(base))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not marker.exists() and time.monotonic() < deadline:
@@ -264,8 +272,14 @@ def test_cleanup_at_interpreter_exit_of_a_managed_parallel(tmp_path):
         # exits without __exit__: the atexit hook must remove the call's folder
     """)
     env = dict(os.environ, JOBLIB_TEMP_FOLDER=str(base))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=TIMEOUT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=True,
+    )
     assert "1048576" in out.stdout
     assert list_folder(base) == []
 
@@ -280,22 +294,32 @@ def test_manual_management_of_memmapped_input_data(tmp_path):
     _ = dump(large_array, filename)
     large_memmap = load(filename, mmap_mode="r+")
     assert (large_memmap.__class__.__name__, large_array.nbytes, large_array.shape) == (
-        "memmap", 8000000, (1000000,))
+        "memmap",
+        8000000,
+        (1000000,),
+    )
     assert np.allclose(large_array, large_memmap)
     del large_array
     _ = gc.collect()
     small_memmap = large_memmap[2:5]
     assert (small_memmap.__class__.__name__, small_memmap.nbytes, small_memmap.shape) == (
-        "memmap", 24, (3,))
+        "memmap",
+        24,
+        (3,),
+    )
     small_array = np.asarray(small_memmap)
     assert (small_array.__class__.__name__, small_array.nbytes, small_array.shape) == (
-        "ndarray", 24, (3,))
+        "ndarray",
+        24,
+        (3,),
+    )
     assert Parallel(n_jobs=2, max_nbytes=None)(
-        delayed(is_memmap)(a) for a in [large_memmap, small_memmap, small_array]) == [
-        True, True, True]
+        delayed(is_memmap)(a) for a in [large_memmap, small_memmap, small_array]
+    ) == [True, True, True]
     large_memmap[3] = 7.0  # workers read the very bytes of the file, at the right offset
     copies = Parallel(n_jobs=2, max_nbytes=None)(
-        delayed(lambda a: np.asarray(a).copy())(a) for a in [small_memmap, small_array])
+        delayed(lambda a: np.asarray(a).copy())(a) for a in [small_memmap, small_array]
+    )
     assert [c.tolist() for c in copies] == [[1.0, 7.0, 1.0]] * 2
 
 
@@ -323,11 +347,13 @@ def test_manual_numpy_memmap_example_with_dump_and_load(tmp_path):
         time.sleep(0.005)
         output[idx] = data[sl].mean()
 
-    output = np.memmap(os.path.join(folder, "output_memmap"), dtype=data.dtype,
-                       shape=len(slices), mode="w+")
+    output = np.memmap(
+        os.path.join(folder, "output_memmap"), dtype=data.dtype, shape=len(slices), mode="w+"
+    )
     data = load(data_filename_memmap, mmap_mode="r")
-    Parallel(n_jobs=2)(delayed(slow_mean_write_output)(data, sl, output, idx)
-                       for idx, sl in enumerate(slices))
+    Parallel(n_jobs=2)(
+        delayed(slow_mean_write_output)(data, sl, output, idx) for idx, sl in enumerate(slices)
+    )
     np.testing.assert_allclose(output, expected)
 
 

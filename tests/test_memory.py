@@ -42,8 +42,9 @@ PYTHON = sys.executable
 def entries(location: Path) -> list[Path]:
     """Entry folders under a Memory location."""
     return sorted(
-        p for p in (location / "joblib_rs").rglob("*") if p.is_dir() and re.fullmatch(
-            r"[0-9a-f]{32}", p.name)
+        p
+        for p in (location / "joblib_rs").rglob("*")
+        if p.is_dir() and re.fullmatch(r"[0-9a-f]{32}", p.name)
     )
 
 
@@ -127,8 +128,9 @@ def test_manual_shelving_example(tmp_path, capsys):
 
     result = g.call_and_shelve(4)
     assert capsys.readouterr().out == "A long-running calculation, with parameter 4\n"
-    assert re.fullmatch(r'MemorizedResult\(location=".*", func=".*g.*", args_id=".*"\)',
-                        repr(result))
+    assert re.fullmatch(
+        r'MemorizedResult\(location=".*", func=".*g.*", args_id=".*"\)', repr(result)
+    )
     np.testing.assert_allclose(result.get(), [0.08, 0.77, 0.77, 0.08])
     result.clear()
     with pytest.raises(KeyError, match="Non-existing cache value") as info:
@@ -173,8 +175,9 @@ def test_manual_name_collisions_in_one_session(tmp_path, capsys):
     )
     func, func2 = namespace["func"], namespace["func2"]
     func(1)
-    with pytest.warns(JobLibCollisionWarning, match="Cannot detect name collisions for "
-                                                    "function 'func'"):
+    with pytest.warns(
+        JobLibCollisionWarning, match="Cannot detect name collisions for function 'func'"
+    ):
         func2(1)
     func(1)
     func2(1)
@@ -194,10 +197,12 @@ def test_manual_lambdas(tmp_path, capsys):
     with pytest.warns(JobLibCollisionWarning) as record:
         g()
     messages = [str(w.message) for w in record]
-    assert any(m.startswith("Cannot detect name collisions for function '<lambda>")
-               for m in messages)
-    assert any(m.startswith("Possible name collisions between functions '<lambda>'")
-               for m in messages)
+    assert any(
+        m.startswith("Cannot detect name collisions for function '<lambda>") for m in messages
+    )
+    assert any(
+        m.startswith("Possible name collisions between functions '<lambda>'") for m in messages
+    )
     g()
     with pytest.warns(JobLibCollisionWarning):
         f()
@@ -608,8 +613,9 @@ def test_fingerprint_is_stable_across_processes_and_hash_seeds(tmp_path):
     outs = []
     for seed in ("1", "2", "3"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        run = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True,
-                             env=env, timeout=60)
+        run = subprocess.run(
+            [PYTHON, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
         assert run.returncode == 0, run.stderr
         outs.append(run.stdout)
     assert outs[0].startswith("computed\n")
@@ -807,8 +813,9 @@ def _spawn(code: str, env: dict, location: Path) -> subprocess.Popen:
         "import sys, joblib_rs, workmod\n"
         f"memory = joblib_rs.Memory({str(location)!r}, verbose=0)\n" + code
     )
-    return subprocess.Popen([PYTHON, "-c", script], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PYTHON, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -834,8 +841,13 @@ def test_eight_processes_missing_one_key_compute_once(tmp_path, worker_env):
 def test_processes_hitting_missing_and_evicting_together_never_fail(tmp_path, worker_env):
     env = dict(worker_env, CACHE=str(tmp_path / "cache"))
     procs = [
-        subprocess.Popen([PYTHON, "-c", f"import workmod; workmod.churn({seed}, 150)"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [PYTHON, "-c", f"import workmod; workmod.churn({seed}, 150)"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for seed in range(4)
     ]
     outs = [p.communicate(timeout=240) for p in procs]
@@ -956,8 +968,10 @@ def test_script_functions_hit_across_runs_and_match_joblib_folder(tmp_path):
             """
         )
     )
-    runs = [subprocess.run([PYTHON, str(script)], capture_output=True, text=True, timeout=60)
-            for _ in range(2)]
+    runs = [
+        subprocess.run([PYTHON, str(script)], capture_output=True, text=True, timeout=60)
+        for _ in range(2)
+    ]
     assert [r.stdout for r in runs] == ["42\n", "42\n"]
     assert [r.stderr for r in runs] == ["computed\n", ""]
     (func_dir,) = {e.parent for e in entries(tmp_path / "cache")}

@@ -44,9 +44,7 @@ class PlainFolderBackend(StoreBackendBase, StoreBackendMixin):
             if "output.pkl" in filenames:
                 size = sum(os.path.getsize(os.path.join(dirpath, f)) for f in filenames)
                 atime = os.path.getatime(os.path.join(dirpath, "output.pkl"))
-                items.append(
-                    CacheItemInfo(dirpath, size, datetime.datetime.fromtimestamp(atime))
-                )
+                items.append(CacheItemInfo(dirpath, size, datetime.datetime.fromtimestamp(atime)))
         return items
 
     def configure(self, location, verbose=0, backend_options=None):
@@ -155,8 +153,9 @@ def test_local_backend_item_api(tmp_path):
 def test_memorized_result_from_pasted_keywords(tmp_path):
     memory = Memory(tmp_path, verbose=0)
     result = memory.cache(np.arange).call_and_shelve(4)
-    pasted = MemorizedResult(location=str(memory.store_backend.location), func=result.func,
-                             args_id=result.args_id)
+    pasted = MemorizedResult(
+        location=str(memory.store_backend.location), func=result.func, args_id=result.args_id
+    )
     np.testing.assert_array_equal(pasted.get(), np.arange(4))
     assert pasted.duration is not None
     with pytest.raises(TypeError):

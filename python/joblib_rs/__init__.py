@@ -6,6 +6,7 @@ Use it as ``import joblib_rs as joblib``.
 from joblib_rs._cloudpickle_wrapper import wrap_non_picklable_objects
 from joblib_rs._core import __version__
 from joblib_rs._cpu import cpu_count
+from joblib_rs._install import install, uninstall
 from joblib_rs._joblib_bridge import register_joblib_backend
 from joblib_rs._parallel_backends import ParallelBackendBase
 from joblib_rs._store_backends import CacheWarning, StoreBackendBase
@@ -50,6 +51,7 @@ __all__ = [
     "effective_n_jobs",
     "expires_after",
     "hash",
+    "install",
     "load",
     "parallel_backend",
     "parallel_config",
@@ -57,5 +59,6 @@ __all__ = [
     "register_joblib_backend",
     "register_parallel_backend",
     "register_store_backend",
+    "uninstall",
     "wrap_non_picklable_objects",
 ]

@@ -53,8 +53,12 @@ def _wrap_class(cls: type, keep_wrapper: bool) -> type:
     def __reduce__(self: Any) -> tuple[Any, ...]:
         return _rebuild, (cloudpickle.dumps(_unwrapped_instance(self, cls)),)
 
-    namespace = {"__reduce__": __reduce__, "__module__": cls.__module__,
-                 "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+    namespace = {
+        "__reduce__": __reduce__,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
     return type(cls.__name__, (cls,), namespace)
 
 

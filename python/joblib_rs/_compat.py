@@ -9,11 +9,14 @@ be memory-mapped in place.
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import pickle
 import struct
 from typing import IO, Any
 
-from joblib_rs import _core
+from joblib_rs import _core, _restricted
 
 CorruptFileError: type[Exception] = _core.CorruptFileError
 
@@ -181,6 +184,17 @@ def load_joblib_pickle(
         raise CorruptFileError(
             f"{filename or 'the data'} is not a joblib-rs or joblib file (first byte {head!r})"
         )
+    if policy is None:
+        loader: _restricted.Loader = _restricted.TrustedLoader(filename, mmap_mode, ensure_native)
+    else:
+        loader = _restricted.Loader(policy, filename or None, mmap_mode, ensure_native)
+    return _load_with(fh, loader)
+
+
+def load_joblib_pickle_python(
+    fh: IO[bytes], filename: str, mmap_mode: str | None, ensure_native: bool, policy: Any
+) -> Any:
+    """:func:`load_joblib_pickle` with the pure-Python unpickler (kept as the reference)."""
     try:
         return _JoblibUnpickler(fh, filename, mmap_mode, ensure_native, policy).load()
     except (EOFError, struct.error, IndexError, KeyError) as exc:
@@ -191,3 +205,28 @@ def load_joblib_pickle(
         if isinstance(exc, CorruptFileError) or "is forbidden by load" in str(exc):
             raise
         raise CorruptFileError(f"file is damaged: {exc}") from exc
+
+
+def _load_with(fh: IO[bytes], loader: _restricted.Loader) -> Any:
+    """A joblib pickle through the Rust unpickler under ``loader`` (joblib_rs._restricted).
+
+    A real file is memory-mapped (its arrays are copied out of the map, or mapped again in
+    place under ``mmap_mode``); anything else is read whole.
+    """
+    fileno = None
+    if isinstance(getattr(fh, "raw", fh), io.FileIO):
+        try:
+            fileno = fh.fileno()
+        except (OSError, ValueError):
+            fileno = None
+    if fileno is not None and os.fstat(fileno).st_size > 0:
+        mapped = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+        try:
+            return _restricted.unpickle(mapped, loader, None, 0, 0)[0]
+        finally:
+            try:
+                mapped.close()
+            except BufferError:
+                pass  # a view held by an exception's traceback: unmapped when collected
+    data = fh.read()
+    return _restricted.unpickle(data, loader, None, 0, None)[0]

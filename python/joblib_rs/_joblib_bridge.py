@@ -83,9 +83,7 @@ def _make_backend_class() -> type:
                 n_jobs = impl.configure(n_jobs=n_jobs, parallel=parallel, **kwargs)
             except FallbackToBackend:
                 self._impl = None
-                raise JoblibFallback(
-                    JoblibSequential(nesting_level=self.nesting_level)
-                ) from None
+                raise JoblibFallback(JoblibSequential(nesting_level=self.nesting_level)) from None
             self.parallel = parallel
             self._configure_kwargs = kwargs
             return n_jobs

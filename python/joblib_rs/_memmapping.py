@@ -126,7 +126,8 @@ def _memmap_reference(array: Any, backing: Any) -> tuple:
     """Reduction of an array living in ``backing``'s file: the file, offset and layout only."""
     np = _numpy()
     mode = {"w+": "r+", "r+": "r+", "readwrite": "r+", "write": "r+"}.get(
-        backing.mode, backing.mode)
+        backing.mode, backing.mode
+    )
     # File offset of the array's first byte: where numpy's mapping starts in the file
     # (the requested offset rounded down to the allocation granularity), plus the
     # distance from the mapping's start to the data.
@@ -141,13 +142,19 @@ def _memmap_reference(array: Any, backing: Any) -> tuple:
     return open_memmap, (backing.filename, spec, mode, offset, array.shape, array.strides, "C")
 
 
-def open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple,
-                strides: tuple | None, order: str) -> Any:
+def open_memmap(
+    filename: str,
+    dtype: Any,
+    mode: str,
+    offset: int,
+    shape: tuple,
+    strides: tuple | None,
+    order: str,
+) -> Any:
     """Rebuilds an array argument as an ``np.memmap`` in the worker."""
     np = __import__("numpy")
     if strides is None:
-        return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape,
-                         order=order)
+        return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape, order=order)
     # A strided view: map the bytes it spans, then lay the view over them.
     dtype = np.dtype(dtype)
     low = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s < 0)
@@ -190,13 +197,15 @@ class MemmappingContext:
         Mode in which workers open the arguments written by the parent.
     """
 
-    def __init__(self, temp_folder: str | None, max_nbytes: int | None,
-                 mmap_mode: str | None) -> None:
+    def __init__(
+        self, temp_folder: str | None, max_nbytes: int | None, mmap_mode: str | None
+    ) -> None:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode or "r"
         base = resolve_temp_folder(temp_folder)
         self.folder = os.path.join(
-            base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}")
+            base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}"
+        )
         self._written: dict[int, tuple[Any, tuple]] = {}
         self._lock = threading.Lock()
         with _live_lock:
@@ -277,8 +286,12 @@ class _ResultPickler(cloudpickle.Pickler):
             backing = _backing_memmap(obj)
             if backing is not None:
                 return _memmap_reference(obj, backing)
-        if (self._ndarray is not None and type(obj) is self._ndarray
-                and obj.nbytes >= self._max_nbytes and not obj.dtype.hasobject):
+        if (
+            self._ndarray is not None
+            and type(obj) is self._ndarray
+            and obj.nbytes >= self._max_nbytes
+            and not obj.dtype.hasobject
+        ):
             return _share_result_array(obj, self._folder)
         return super().reducer_override(obj)
 
@@ -314,8 +327,11 @@ class SharedResult:
         backing = _backing_memmap(obj) if type(obj) is _numpy().memmap else None
         if backing is not None:
             return _memmap_reference(obj, backing)
-        if type(obj) is _numpy().ndarray and obj.nbytes >= self.max_nbytes \
-                and not obj.dtype.hasobject:
+        if (
+            type(obj) is _numpy().ndarray
+            and obj.nbytes >= self.max_nbytes
+            and not obj.dtype.hasobject
+        ):
             return _share_result_array(obj, self.folder)
         return NotImplemented
 

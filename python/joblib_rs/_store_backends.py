@@ -85,7 +85,6 @@ def _loader_from_bytes() -> Callable[[bytes], Any]:
 _load_from_bytes = _loader_from_bytes()
 
 
-
 def _makedirs(path: str, attempts: int = 5) -> None:
     """``os.makedirs(path, exist_ok=True)`` that survives another process removing the folder
     (a concurrent ``clear``) between its creation and the existence check: makedirs then
@@ -97,6 +96,7 @@ def _makedirs(path: str, attempts: int = 5) -> None:
         except (FileExistsError, FileNotFoundError):
             if attempt == attempts - 1:
                 raise
+
 
 class CacheWarning(Warning):
     """Warning about the cache: a damaged entry recomputed, an output that could not be
@@ -705,4 +705,3 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
                 if staging is not None:
                     staging.abort()
         return metadata if metadata is not None else metadata_func()
-

@@ -24,4 +24,4 @@ class RemoteTraceback(Exception):
         self.traceback_text = traceback_text
 
     def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.traceback_text}\"\"\""
+        return f'\n"""\n{self.traceback_text}"""'

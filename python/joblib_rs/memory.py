@@ -232,8 +232,7 @@ class MemorizedResult(Logger):
         except KeyError as e:
             folder = os.path.join(self.store_backend.location, *self._call_id)
             raise KeyError(
-                "Non-existing cache value (may have been cleared).\n"
-                f"File {folder} does not exist"
+                f"Non-existing cache value (may have been cleared).\nFile {folder} does not exist"
             ) from e
         except ValueError as e:
             folder = os.path.join(self.store_backend.location, *self._call_id)
@@ -830,8 +829,7 @@ class MemorizedFunc(Logger):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}(func={self.func}, "
-            f"location={self.store_backend.location})"
+            f"{self.__class__.__name__}(func={self.func}, location={self.store_backend.location})"
         )
 
 
@@ -1166,4 +1164,3 @@ def expires_after(
         return time.time() - computed_at < delta.total_seconds()
 
     return cache_validation_callback
-

@@ -10,7 +10,6 @@ compresses and checks it without the GIL. :func:`load` also reads files written 
 from __future__ import annotations
 
 import contextvars
-import fnmatch
 import gc
 import io
 import os
@@ -20,7 +19,7 @@ import warnings
 from collections.abc import Iterable
 from typing import IO, Any, Protocol
 
-from joblib_rs import _core
+from joblib_rs import _core, _restricted
 from joblib_rs.compressor import (
     _COMPRESSORS,
     DEFAULT_CODEC,
@@ -114,110 +113,11 @@ class _Pickler(pickle.Pickler):
 
 
 # ---------------------------------------------------------------------------------------------
-# Restricted loading
-
-#: Globals allowed by ``allowed="safe"``: containers, numbers, numpy arrays and dtypes, dates,
-#: decimals, fractions, collections, and the rebuild functions of joblib and joblib-rs files.
-SAFE_GLOBALS: tuple[str, ...] = (
-    "builtins.bool",
-    "builtins.bytearray",
-    "builtins.bytes",
-    "builtins.complex",
-    "builtins.dict",
-    "builtins.float",
-    "builtins.frozenset",
-    "builtins.int",
-    "builtins.list",
-    "builtins.range",
-    "builtins.set",
-    "builtins.slice",
-    "builtins.str",
-    "builtins.tuple",
-    "collections.Counter",
-    "collections.OrderedDict",
-    "collections.defaultdict",
-    "collections.deque",
-    "datetime.date",
-    "datetime.datetime",
-    "datetime.time",
-    "datetime.timedelta",
-    "datetime.timezone",
-    "decimal.Decimal",
-    "fractions.Fraction",
-    "numpy.dtype",
-    "numpy.ndarray",
-    "numpy.dtypes.*DType",
-    "numpy.core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar",
-    "numpy.core.numeric._frombuffer",
-    "numpy._core.multiarray._reconstruct",
-    "numpy._core.multiarray.scalar",
-    "numpy._core.numeric._frombuffer",
-    "numpy.memmap",
-    "joblib_rs.numpy_pickle._rebuild_array",
-    "joblib.numpy_pickle.NumpyArrayWrapper",
-)
+# Restricted loading: the Rust unpickler under the policy of joblib_rs._restricted
 
 
-#: Parts of the file formats themselves (they only rebuild arrays from buffers): always allowed.
-_FORMAT_GLOBALS = frozenset(
-    {"joblib_rs.numpy_pickle._rebuild_array", "joblib.numpy_pickle.NumpyArrayWrapper"}
-)
-
-
-class _Policy:
-    def __init__(self, patterns: list[str], spec: Any) -> None:
-        self.patterns = patterns
-        self.spec = spec
-
-    def check(self, module: str, name: str) -> None:
-        full = f"{module}.{name}"
-        if full in _FORMAT_GLOBALS:
-            return
-        for pat in self.patterns:
-            if fnmatch.fnmatchcase(full, pat):
-                return
-        raise pickle.UnpicklingError(
-            f"global '{full}' is forbidden by load(..., allowed={self.spec!r}); "
-            f"add '{full}' to allowed if this file is trusted"
-        )
-
-
-def _policy(allowed: Any) -> _Policy | None:
-    if allowed is None:
-        return None
-    if isinstance(allowed, str):
-        items: list[Any] = [allowed]
-    elif isinstance(allowed, Iterable):
-        items = list(allowed)
-    else:
-        raise TypeError(
-            f"allowed must be None, 'safe' or a list of 'module.qualname' patterns, "
-            f"got {allowed!r}"
-        )
-    patterns: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"allowed patterns must be strings, got {item!r}")
-        if item == "safe":
-            patterns.extend(SAFE_GLOBALS)
-        elif "." not in item:
-            raise ValueError(
-                f"allowed pattern {item!r} must be 'safe' or of the form 'module.qualname'"
-            )
-        else:
-            patterns.append(item)
-    return _Policy(patterns, allowed)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: IO[bytes], policy: _Policy, buffers: Any = None) -> None:
-        super().__init__(file, buffers=buffers)
-        self._policy = policy
-
-    def find_class(self, module: str, name: str) -> Any:
-        self._policy.check(module, name)
-        return super().find_class(module, name)
+def _policy(allowed: Any) -> _restricted.Rules | None:
+    return _restricted.rules_for(allowed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +344,7 @@ def _alloc(n: int) -> Any:
     return np.empty(n, dtype=np.uint8)
 
 
-def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
+def _unpickle(data: Any, buffers: list[Any], policy: _restricted.Rules | None) -> Any:
     # Unpickling a big pickle allocates many containers and nothing cyclic becomes garbage
     # meanwhile: pausing the cyclic collector avoids repeated scans of the growing graph.
     # Small pickles (the common cache hit) leave the collector alone.
@@ -454,7 +354,7 @@ def _unpickle(data: Any, buffers: list[Any], policy: _Policy | None) -> Any:
     try:
         if policy is None:
             return pickle.loads(data, buffers=buffers)
-        return _RestrictedUnpickler(io.BytesIO(data), policy, buffers=buffers).load()
+        return _restricted.unpickle(data, _restricted.Loader(policy), buffers)[0]
     finally:
         if paused:
             gc.enable()
@@ -464,7 +364,7 @@ def _load_container_frames(
     frames: list[tuple[int, str, int, int, bool, Any]],
     filename: str | None,
     mmap_mode: str | None,
-    policy: _Policy | None,
+    policy: _restricted.Rules | None,
 ) -> Any:
     buffers: list[Any] = []
     pickle_data = None
@@ -518,7 +418,7 @@ def _decompress_whole(name: str, data: bytes) -> bytes:
 
 
 def _load_bytes(
-    data: bytes, name: str, policy: _Policy | None, ensure_native: bool, depth: int = 0
+    data: bytes, name: str, policy: _restricted.Rules | None, ensure_native: bool, depth: int = 0
 ) -> Any:
     kind = _detect(data[:16])
     if kind == "container":
@@ -557,11 +457,12 @@ def load(
         ``mmap_mode`` is None.
     allowed : None, 'safe' or iterable of str, keyword-only
         None (default) loads anything, like :mod:`pickle` and joblib: never load untrusted
-        files that way. ``'safe'`` allows only containers, numbers, strings, numpy arrays and
-        dtypes, dates, decimals, fractions and collections (see ``SAFE_GLOBALS``); a list of
-        ``'module.qualname'`` patterns (``fnmatch`` wildcards, may include ``'safe'``) allows
-        exactly those. Any other global raises :class:`pickle.UnpicklingError` naming it
-        before any of its code runs.
+        files that way. ``'safe'`` is data only: containers, numbers, strings, numpy arrays
+        (not object arrays) and dtypes, dates, decimals, fractions and collections, each
+        built by a constructor that checks its arguments. A list may add exact globals
+        (``'module.Name'``) and packages (``'pkg.*'``: the classes defined under ``pkg``).
+        Anything else raises :class:`pickle.UnpicklingError` naming the global, before any
+        of its code runs. See ``docs/security.md``.
 
     Returns
     -------
@@ -638,7 +539,7 @@ def load(
 
 
 def _load_path(
-    filename: str, mmap_mode: str | None, policy: _Policy | None, ensure_native: bool
+    filename: str, mmap_mode: str | None, policy: _restricted.Rules | None, ensure_native: bool
 ) -> Any:
     with open(filename, "rb") as f:
         prefix = f.read(16)

@@ -112,6 +112,12 @@ _REEXPORTED = (
     short_format_time,
 )
 
+# The public configuration API lives in _backends.config; its home for users (as in joblib)
+# is this module: what reprs, pickling by reference and ``__module__`` show.
+for _public in (parallel_config, parallel_backend, register_parallel_backend, effective_n_jobs):
+    _public.__module__ = __name__
+del _public
+
 #: The multiprocessing context named by ``JOBLIB_START_METHOD`` at import, else None (the
 #: platform's default is used), as in joblib.
 DEFAULT_MP_CONTEXT = (

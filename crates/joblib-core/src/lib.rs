@@ -8,12 +8,14 @@
 //! - [`store`]: the on-disk layout, atomic entries, locks and LRU accounting behind `Memory`.
 //! - [`format`]: the container of `dump` files (frames, checksums, index), read and written.
 //! - [`codec`]: the compression codecs, chunked and parallel.
+//! - [`pickle`]: a bounds-checked reader of pickle opcodes, for the data-only decoder.
 //! - [`pool`]: the worker process pool behind the default `'loky'` backend.
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
 pub mod codec;
 pub mod format;
 pub mod hash;
+pub mod pickle;
 pub mod pool;
 pub mod store;
 pub mod threads;

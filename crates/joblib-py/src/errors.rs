@@ -17,6 +17,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 pyo3::import_exception!(pickle, PicklingError);
+pyo3::import_exception!(pickle, UnpicklingError);
 
 /// A core error that knows its Python exception.
 pub trait ToPyErr {
@@ -103,7 +104,8 @@ pub fn corrupt_file_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
         .map(|t| t.bind(py))
 }
 
-fn corrupt(msg: String) -> PyErr {
+/// A `CorruptFileError` with this message.
+pub fn corrupt(msg: String) -> PyErr {
     Python::attach(|py| match corrupt_file_error(py) {
         Ok(ty) => PyErr::from_type(ty.clone(), msg),
         Err(e) => e,
@@ -152,4 +154,9 @@ pub fn io_error(err: std::io::Error, path: &Path) -> PyErr {
 /// A buffer handed to the persistence functions is not C-contiguous.
 pub fn not_contiguous() -> PyErr {
     PyValueError::new_err("buffers given to dump/load must be C-contiguous")
+}
+
+/// A `pickle.UnpicklingError`: what a restricted load raises for something it refuses.
+pub fn unpickling_error(msg: impl Into<String>) -> PyErr {
+    UnpicklingError::new_err(msg.into())
 }

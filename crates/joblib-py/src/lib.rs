@@ -10,6 +10,7 @@ mod hash;
 mod persist;
 mod pool;
 mod store;
+mod unpickle;
 
 /// The compiled core of joblib-rs.
 #[pymodule]
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     store::register(m)?;
     persist::register(m)?;
+    unpickle::register(m)?;
     Ok(())
 }

@@ -8,6 +8,7 @@
                                    [--dry-run] [--yes]
     joblib-rs cache clear LOCATION [FUNC] [--yes]
     joblib-rs inspect FILE [--json]
+    joblib-rs run SCRIPT [ARGS...] | run -m MODULE [ARGS...]
 
 Exit status: 0 success; 1 something not found or damaged, or a declined confirmation; 2 bad
 arguments. Errors go to stderr as ``joblib-rs: error: <message>``. See ``docs/cli.md``.
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", metavar="FILE")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run = commands.add_parser(
+        "run",
+        help="run a program with `import joblib` bound to joblib-rs (joblib_rs.install())",
+    )
+    run.add_argument("-m", dest="module", action="store_true", help="TARGET is a module name")
+    run.add_argument("target", metavar="TARGET", help="a script path (or a module with -m)")
+    run.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="its arguments")
     return parser
 
 
@@ -128,6 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on bad arguments
+    if args.command == "run":
+        # The program's own exceptions and exit status are its own: not caught below.
+        from joblib_rs.cli._run import run_program
+
+        try:
+            return run_program(args.target, args.args, args.module)
+        except CliError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return e.status
     try:
         return _run(args)
     except CliError as e:
