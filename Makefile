@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Make cargo (clippy, tests) build PyO3 against the same interpreter as the package.
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean fuzz
+.PHONY: demo test lint typecheck rust-test py-test install dev bench chart clean fuzz compat
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ rust-test:
 
 py-test:
 	$(PY) -m pytest
+
+## joblib's own test suite, then scikit-learn's joblib-heavy tests, each on joblib and on
+## joblib-rs (many minutes; not part of `test`): writes docs/compatibility.md.
+## Extra arguments: make compat COMPAT_ARGS="--files test_hashing".
+compat: install
+	# joblib's async Memory tests need pytest-asyncio: kept out of the venv (and of make test).
+	$(PY) -m pip install --quiet --no-deps --target target/compat/site 'pytest-asyncio>=0.23'
+	$(PY) tests/compat/run_joblib_suite.py $(COMPAT_ARGS)
+	$(PY) tests/compat/run_sklearn_suite.py
 
 ## Editable install with a quick optimised build, for development.
 dev: $(PY)

@@ -52,8 +52,10 @@ def print_table(title: str, rows: list[Row]) -> None:
     print(f"{'workload':<36} {'joblib':>10} {'joblib-rs':>10} {'speed-up':>9}  target")
     for row in rows:
         ratio = "-" if row.ratio is None else f"{row.ratio:.1f}x"
-        print(f"{row.name:<36} {fmt_seconds(row.joblib):>10} {fmt_seconds(row.joblib_rs):>10} "
-              f"{ratio:>9}  {row.target}")
+        print(
+            f"{row.name:<36} {fmt_seconds(row.joblib):>10} {fmt_seconds(row.joblib_rs):>10} "
+            f"{ratio:>9}  {row.target}"
+        )
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """hash(): joblib and joblib-rs side by side, in one process, on the same objects.
 
-    python benchmarks/bench_hash.py [--quick] [--repeat 3] [--json out.json]
+python benchmarks/bench_hash.py [--quick] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ def workloads(scale: int) -> list[tuple[str, object, str]]:
     n = 1_000_000 // scale
     return [
         (f"array {1024 // scale} MiB float64", rng.random((1 << 30) // 8 // scale), ">= 10x"),
-        (f"array {100 // scale} MB Fortran order",
-         np.asfortranarray(rng.random((2500 // scale, 5000))), ""),
-        (f"list of {n // 10:,} small dicts",
-         [{"id": i, "name": f"item{i}", "value": i * 0.5} for i in range(n // 10)],
-         ">= 15x"),
+        (
+            f"array {100 // scale} MB Fortran order",
+            np.asfortranarray(rng.random((2500 // scale, 5000))),
+            "",
+        ),
+        (
+            f"list of {n // 10:,} small dicts",
+            [{"id": i, "name": f"item{i}", "value": i * 0.5} for i in range(n // 10)],
+            ">= 15x",
+        ),
         (f"dict with {n:,} int keys", {i: float(i) for i in range(n)}, ">= 4x"),
         (f"list of {n // 100:,} small arrays", [rng.random(16) for _ in range(n // 100)], ""),
         (f"{n:,}-element list of str", [str(i) for i in range(n)], ""),

@@ -1,6 +1,6 @@
 """Large arrays through the process pool, joblib-rs beside joblib (default backends), one run.
 
-    python benchmarks/bench_memmapping.py [--quick] [--repeat 3] [--json out.json]
+python benchmarks/bench_memmapping.py [--quick] [--repeat 3] [--json out.json]
 """
 
 from __future__ import annotations

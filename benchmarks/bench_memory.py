@@ -34,8 +34,9 @@ def double(a):
     return a * 2.0
 
 
-def per_call_medians(fns: dict[str, Callable[[], Any]], calls: int, batches: int
-                     ) -> dict[str, float]:
+def per_call_medians(
+    fns: dict[str, Callable[[], Any]], calls: int, batches: int
+) -> dict[str, float]:
     """For each function, the median over ``batches`` of the mean time of ``calls`` calls
     (seconds per call). Batches of the functions alternate, so load on a shared machine hits
     them alike."""
@@ -93,8 +94,9 @@ def main() -> None:
         for mmap_mode, target in ((None, ">= 5x"), ("r", ">= 20x")):
             times: dict[str, float] = {}
             for key, module in modules.items():
-                memory = module.Memory(f"{root}/{key}-big-{mmap_mode}", mmap_mode=mmap_mode,
-                                       verbose=0)
+                memory = module.Memory(
+                    f"{root}/{key}-big-{mmap_mode}", mmap_mode=mmap_mode, verbose=0
+                )
                 cached = memory.cache(double)
                 cached(big)
                 times[key] = best_time(lambda c=cached: c(big), args.repeat)
@@ -112,8 +114,9 @@ def main() -> None:
                 c(big)
 
             miss_big[key] = best_time(run, args.repeat)
-        rows.append(Row(f"miss, {label} array arg+result", miss_big.get("jl"), miss_big["rs"],
-                        "<= joblib"))
+        rows.append(
+            Row(f"miss, {label} array arg+result", miss_big.get("jl"), miss_big["rs"], "<= joblib")
+        )
 
         reduce: dict[str, float] = {}
         n_entries = 2000 // scale
@@ -125,8 +128,9 @@ def main() -> None:
             reduce[key] = best_time(
                 lambda m=memory: m.reduce_size(items_limit=n_entries), args.repeat
             )
-        rows.append(Row(f"reduce_size scan, {n_entries} entries", reduce.get("jl"),
-                        reduce["rs"], ""))
+        rows.append(
+            Row(f"reduce_size scan, {n_entries} entries", reduce.get("jl"), reduce["rs"], "")
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_table("Memory (hits: median per call; others: best of runs)", rows)

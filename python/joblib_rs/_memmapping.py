@@ -230,6 +230,8 @@ class MemmappingContext:
         return open_memmap, known[1]
 
     def _dump(self, array: Any) -> tuple:
+        if not os.path.isdir(self.folder):
+            reap_stale_folders(os.path.dirname(self.folder))
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"arg-{len(self._written)}-{uuid.uuid4().hex}.dat")
         order = _write_array(array, path)
@@ -347,6 +349,45 @@ def reduce_result_array(array: Any, folder: str, max_nbytes: int) -> Any:
     if type(array) is np.ndarray and array.nbytes >= max_nbytes and not array.dtype.hasobject:
         return _share_result_array(array, folder)
     return NotImplemented
+
+
+_reaped_bases: set[str] = set()
+_FOLDER_PREFIX = "joblib_rs_memmapping_"
+
+
+def reap_stale_folders(base: str) -> int:
+    """Remove the shared-memory folders that parents killed before their cleanup left in
+    ``base`` (``joblib_rs_memmapping_<pid>_...`` of a process that no longer exists, or whose
+    id now belongs to a process started after the folder was last written). Runs once per
+    folder ``base`` per process; errors are ignored. Returns the number of folders removed.
+    """
+    if base in _reaped_bases:
+        return 0
+    _reaped_bases.add(base)
+    from joblib_rs import _core
+
+    removed = 0
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(_FOLDER_PREFIX):
+            continue
+        pid_text = name[len(_FOLDER_PREFIX):].split("_", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if _core.writer_gone(int(pid_text), st.st_mtime):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not os.path.exists(path)
+    return removed
 
 
 def _cleanup_all() -> None:

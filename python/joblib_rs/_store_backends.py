@@ -55,6 +55,9 @@ DEFAULT_LOCK_TIMEOUT = 300.0
 _VERIFY_INTERVAL = 1.0
 #: Entries remembered as verified, per store object, before the memory is reset.
 _MAX_VERIFIED = 4096
+#: A file modified less than this long ago (ns) may change again without its modification
+#: time changing (the kernel's file clock ticks every 1 to 10 ms): see ``_load_mapped``.
+_RACY_NS = 50_000_000
 #: Staging folders older than this are leftovers of killed processes (seconds).
 _STALE_TEMP_AGE = 3600.0
 
@@ -487,6 +490,15 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         options = dict(backend_options or {})
         self.location = os.fspath(location)
         _makedirs(self.location)
+        # The marker says this folder is a store (created here, or one of an earlier version
+        # adopted): the command line refuses folders without it.
+        try:
+            _core.store_mark(self.location)
+        except OSError as e:
+            warnings.warn(
+                f"Unable to mark {self.location} as a joblib-rs cache. Exception: {e}.",
+                stacklevel=2,
+            )
         # Keep the cache out of version control: the .gitignore goes in the user's folder.
         parent = os.path.dirname(self.location)
         cache_dir = parent if os.path.basename(self.location) == _core.STORE_DIR else None
@@ -509,26 +521,57 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         self.fsync = bool(options.get("fsync", False))
         self.verbose = verbose
         self._verified_at: dict[str, float] = {}
+        self._mapped_ok: dict[str, tuple[int, int, int, int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Which entries this process verified means nothing to another process.
         state = self.__dict__.copy()
         state["_verified_at"] = {}
+        state["_mapped_ok"] = {}
         return state
+
+    def _load_mapped(self, path: str, mmap_mode: str) -> Any:
+        """Load ``path`` with its arrays memory-mapped. The first time in this process (and
+        whenever the file's identity, size or modification time changed since), the mapped
+        payloads are also read once to verify their checksums; later hits only ``stat``."""
+        st = os.stat(path)
+        token = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        mapped_ok = self.__dict__.setdefault("_mapped_ok", {})
+        if mapped_ok.get(path) == token:
+            return numpy_pickle.load(path, mmap_mode=mmap_mode)
+        # A change in the same tick of the kernel's coarse file clock as the last write would
+        # keep the modification time: a file modified that recently is verified on every hit
+        # until it is older (git's "racy clean" rule).
+        settled = time.time_ns() - st.st_mtime_ns > _RACY_NS
+        output = numpy_pickle._load_mapped_verified(path, mmap_mode)
+        if settled:
+            if len(mapped_ok) >= _MAX_VERIFIED:
+                mapped_ok.clear()
+            mapped_ok[path] = token
+        return output
 
     def create_location(self, location: str) -> None:
         """Create a folder (and its parents)."""
         _makedirs(location)
 
     def clear_location(self, location: str) -> None:
-        """Remove a folder: renamed aside first, so readers never see it half removed. The
-        store root itself keeps its own files and loses its folders."""
+        """Remove what the store created in a folder (entries are renamed aside first, so
+        readers never see one half removed). The store root itself stays, with its marker;
+        anything the store did not create stays too, with a :class:`CacheWarning` naming it."""
         if os.path.normpath(location) == os.path.normpath(self.location):
-            _core.store_clear(location)
+            _, _, skipped = _core.store_clear(location)
         elif os.path.isdir(location):
-            _core.store_remove(location)
-        elif os.path.exists(location):
-            os.remove(location)
+            _, _, skipped = _core.store_remove(location)
+        else:
+            return
+        if skipped:
+            shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            warnings.warn(
+                f"Left {len(skipped)} item(s) in {location} that the cache did not create: "
+                f"{shown}",
+                CacheWarning,
+                stacklevel=3,
+            )
 
     def get_items(self) -> list[CacheItemInfo]:
         """Every entry, found by a parallel walk of the store."""
@@ -601,7 +644,10 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             return data
         if isinstance(data, bytes):
             return (_load_from_bytes(data),)
-        return (numpy_pickle.load(os.path.join(entry, self._output_name), mmap_mode=mmap_mode),)
+        path = os.path.join(entry, self._output_name)
+        if mmap_mode is None:
+            return (numpy_pickle.load(path),)
+        return (self._load_mapped(path, mmap_mode),)
 
     def fetch_item(self, call_id: Any, mmap_mode: str | None) -> tuple[bool, Any]:
         """See :meth:`fetch_entry`."""
@@ -621,7 +667,10 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
                 output = _load_from_bytes(data)
             elif type(data) is int:
                 path = os.path.join(entry, self._output_name)
-                output = numpy_pickle.load(path, mmap_mode=mmap_mode)
+                if mmap_mode is None:
+                    output = numpy_pickle.load(path)
+                else:
+                    output = self._load_mapped(path, mmap_mode)
             else:
                 self._verified_at.pop(entry, None)
                 if data is not None:

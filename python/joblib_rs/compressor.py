@@ -138,3 +138,16 @@ def register_compressor(
     if compressor_name in _COMPRESSORS and not force:
         raise ValueError(f"Compressor '{compressor_name}' already registered.")
     _COMPRESSORS[compressor_name] = compressor
+
+# joblib's Python compressor classes and prefixes (importpaths: _joblib_compressors.py).
+from joblib_rs._joblib_compressors import *  # noqa: E402, F403
+from joblib_rs._joblib_compressors import (  # noqa: E402, F401
+    _BZ2_PREFIX,
+    _GZIP_PREFIX,
+    _LZ4_PREFIX,
+    _LZMA_PREFIX,
+    _XZ_PREFIX,
+    _ZFILE_PREFIX,
+    _ZLIB_PREFIX,
+    LooseVersion,
+)

@@ -6,12 +6,39 @@ import logging
 import os
 import sys
 import time
-from pprint import pformat
 from typing import Any
 
-from joblib_rs._func_inspect import format_time
+from joblib_rs._func_inspect import format_time, pformat
+from joblib_rs.disk import mkdirp  # noqa: F401  (joblib.logger has it)
 
-__all__ = ["Logger", "PrintTime", "format_time"]
+__all__ = ["Logger", "PrintTime", "format_time", "pformat", "short_format_time"]
+
+
+def short_format_time(t: float) -> str:
+    """A duration in a fixed-width, compact form, as joblib's verbose lines print it.
+
+    Parameters
+    ----------
+    t : float
+        Duration in seconds.
+
+    Returns
+    -------
+    str
+        ``' %5.1fs'`` (e.g. ``'   42.0s'``) up to a minute, ``'%4.1fmin'`` (e.g.
+        ``' 1.2min'``) above.
+
+    Examples
+    --------
+    >>> short_format_time(42)
+    '  42.0s'
+    >>> short_format_time(90)
+    ' 1.5min'
+    """
+    if t > 60:
+        return f"{t / 60.0:4.1f}min"
+    return f" {t:5.1f}s"
+
 
 #: Older log files kept by :class:`PrintTime` (``joblib.log.1`` ... ``joblib.log.9``).
 _KEPT_LOGS = 9

@@ -42,6 +42,7 @@ from joblib_rs._store_backends import (
     FileSystemStoreBackend,
     StoreBackendBase,
 )
+from joblib_rs.func_inspect import extract_first_line, filter_args  # noqa: F401  (joblib's)
 from joblib_rs.logger import Logger
 
 __all__ = [
@@ -131,9 +132,28 @@ def _store_backend_factory(
     return None
 
 
+_UNSAFE_IN_NAME = frozenset("/\\\0%") | ({os.altsep} if os.altsep else set())
+
+
+def _safe_component(part: str) -> str:
+    """One folder name of a function's cache path, from its module or qualified name.
+
+    ``__module__`` and ``__qualname__`` are ordinary attributes that anything may set: a
+    separator, ``..``, a leading dot (the store's internal names) or NUL would place the
+    folder outside the cache location or among the store's own files. Such characters are
+    %-encoded (``%`` too, so distinct names stay distinct); ordinary names are unchanged.
+    """
+    if part in (".", ".."):
+        return part.replace(".", "%2E")
+    if not _UNSAFE_IN_NAME.isdisjoint(part) or part.startswith("."):
+        out = "".join(f"%{ord(c):02X}" if c in _UNSAFE_IN_NAME else c for c in part)
+        return "%2E" + out[1:] if out.startswith(".") else out
+    return part
+
+
 def _build_func_identifier(func: Any) -> str:
     modules, name = get_func_name(func)
-    return os.path.join(*modules, name)
+    return os.path.join(*(_safe_component(p) for p in [*modules, name] if p != ""))
 
 
 def _extract_first_line(func_code: str) -> tuple[str, int]:

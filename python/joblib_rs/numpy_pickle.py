@@ -14,6 +14,7 @@ import gc
 import io
 import os
 import pickle
+import stat
 import sys
 import warnings
 from collections.abc import Iterable
@@ -409,12 +410,38 @@ def _warn_compressed_mmap(mmap_mode: str | None, filename: str) -> None:
         )
 
 
+#: A registered (Python) compressor's stream may decode to at most this many times its size:
+#: the largest ratio of the built-in codecs (bzip2's, see ``docs/format.md``).
+_MAX_STREAM_RATIO = 1 << 21
+#: Opcodes that can start a pickle: PROTO (protocol 2+), or the first opcodes of protocol 0/1.
+_PICKLE_STARTS = b"\x80()]}cNIJKLMFGSTUVX"
+
+
 def _decompress_whole(name: str, data: bytes) -> bytes:
+    """Decode a whole-file compressed stream. Its first bytes must start a container or a
+    pickle, checked before the rest is decoded, and its output is capped by what the codec
+    can produce from ``len(data)`` bytes: anything else is a :class:`CorruptFileError`."""
     comp = _COMPRESSORS[name]
     if isinstance(comp, NativeCompressorWrapper):
         return _core.decompress_stream(name, data)
+    cap = len(data) * _MAX_STREAM_RATIO
     with comp.decompressor_file(io.BytesIO(data)) as f:
-        return f.read()
+        head = f.read(len(_CONTAINER_MAGIC))
+        if not head.startswith(_CONTAINER_MAGIC) and (not head or head[:1] not in _PICKLE_STARTS):
+            raise CorruptFileError(
+                f"not a joblib-rs or joblib file: the {name} stream decodes to {head!r}..."
+            )
+        pieces = [head]
+        size = len(head)
+        while piece := f.read(1 << 20):
+            size += len(piece)
+            if size > cap:
+                raise CorruptFileError(
+                    f"file is damaged: the {name} stream of {len(data)} bytes decodes to more "
+                    f"than {cap} bytes"
+                )
+            pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _load_bytes(
@@ -524,7 +551,7 @@ def load(
             prefix = fobj.read(len(_CONTAINER_MAGIC))
             if prefix == _CONTAINER_MAGIC:
                 # Streamed into the final buffers; the object is left just after the file.
-                frames = _core.read_fileobj(fobj, prefix, _alloc)
+                frames = _core.read_fileobj(fobj, prefix, _alloc, _size_from(fobj, prefix))
                 return _load_container_frames(frames, None, None, policy)
             data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
@@ -538,8 +565,37 @@ def load(
         _ENSURE_NATIVE.reset(token)
 
 
+def _load_mapped_verified(filename: str, mmap_mode: str) -> Any:
+    """``load(filename, mmap_mode=mmap_mode)`` that also reads every mapped payload once to
+    check its checksum (``CorruptFileError`` on a mismatch): a memory-mapped cache hit never
+    returns bytes other than those stored."""
+    token = _ENSURE_NATIVE.set(False)
+    try:
+        return _load_path(filename, mmap_mode, None, False, verify_mapped=True)
+    finally:
+        _ENSURE_NATIVE.reset(token)
+
+
+def _size_from(fobj: Any, prefix: bytes) -> int | None:
+    """Bytes a plain file object over a regular file holds from ``prefix`` on (lengths read
+    from it are checked against that before allocating); None for other objects."""
+    if not isinstance(getattr(fobj, "raw", fobj), io.FileIO):
+        return None
+    try:
+        st = os.fstat(fobj.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return max(0, st.st_size - (fobj.tell() - len(prefix)))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _load_path(
-    filename: str, mmap_mode: str | None, policy: _restricted.Rules | None, ensure_native: bool
+    filename: str,
+    mmap_mode: str | None,
+    policy: _restricted.Rules | None,
+    ensure_native: bool,
+    verify_mapped: bool = False,
 ) -> Any:
     with open(filename, "rb") as f:
         prefix = f.read(16)
@@ -555,7 +611,9 @@ def _load_path(
             inner = _decompress_whole(kind, prefix + data)
             del data
             return _load_bytes(inner, filename, policy, ensure_native, depth=1)
-    frames = _core.read_path(filename, _alloc, skip_buffers=mmap_mode is not None)
+    frames = _core.read_path(
+        filename, _alloc, skip_buffers=mmap_mode is not None, verify_skipped=verify_mapped
+    )
     if mmap_mode is not None and any(k == 1 and c != "none" for k, c, *_ in frames):
         _warn_compressed_mmap(mmap_mode, filename)
     if mmap_mode in ("r+", "w+"):
@@ -565,3 +623,21 @@ def _load_path(
         if mapped:
             _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)
+
+# joblib's pickler classes and format helpers (importpaths: _joblib_pickle.py and friends).
+from joblib_rs._joblib_compressors import *  # noqa: E402, F403
+from joblib_rs._joblib_pickle import *  # noqa: E402, F403
+from joblib_rs.backports import make_memmap  # noqa: E402, F401
+from joblib_rs.numpy_pickle_compat import (  # noqa: E402, F401
+    NDArrayWrapper,
+    ZNDArrayWrapper,
+    load_compatibility,
+)
+from joblib_rs.numpy_pickle_utils import BUFFER_SIZE, _read_bytes  # noqa: E402, F401
+
+
+def load_temporary_memmap(filename: str, mmap_mode: str, unlink_on_gc_collect: bool) -> Any:
+    """See :func:`joblib_rs._memmapping_reducer.load_temporary_memmap`."""
+    from joblib_rs._memmapping_reducer import load_temporary_memmap as load_memmap
+
+    return load_memmap(filename, mmap_mode, unlink_on_gc_collect)

@@ -55,6 +55,7 @@ from joblib_rs._backends.config import (
     VALID_RETURN_AS,
     DaskNotInstalledError,
     _backend,
+    _Sentinel,
     default_parallel_config,
     effective_n_jobs,
     get_active_backend,
@@ -109,6 +110,7 @@ _REEXPORTED = (
     BatchedCalls,
     get_active_backend,
     _backend,
+    _Sentinel,
     short_format_time,
 )
 

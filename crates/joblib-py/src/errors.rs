@@ -132,8 +132,11 @@ pub fn format_error(err: FormatError) -> PyErr {
 /// `ValueError`.
 pub fn codec_error(err: CodecError) -> PyErr {
     match err {
-        CodecError::Corrupt { .. } | CodecError::LengthMismatch { .. } => {
-            corrupt(format!("file is damaged: {err}"))
+        CodecError::Corrupt { .. }
+        | CodecError::LengthMismatch { .. }
+        | CodecError::TooLarge { .. } => corrupt(format!("file is damaged: {err}")),
+        CodecError::Unrecognized { .. } => {
+            corrupt(format!("not a joblib-rs or joblib file: {err}"))
         }
         other => PyValueError::new_err(other.to_string()),
     }

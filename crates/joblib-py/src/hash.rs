@@ -140,6 +140,22 @@ struct Walker<'py> {
     dispatch_table: Bound<'py, PyDict>,
 }
 
+/// Most items taken from one reducer's `listitems` iterator (2**26): beyond, `hash` fails
+/// instead of running on (an endless iterator). Memory stays flat meanwhile: ordered frames
+/// stream into their digest (see `docs/hashing.md`).
+const MAX_LIST_ITEMS: usize = 1 << 26;
+/// Most entries taken from one reducer's `dictitems` iterator (2**24): each entry keeps a
+/// 16-20 byte digest until the frame is sorted, so this bounds that memory to about 350 MB.
+const MAX_DICT_ITEMS: usize = 1 << 24;
+
+fn too_many_items(obj: &Bound<'_, PyAny>, what: &str, cap: usize) -> PyErr {
+    PicklingError::new_err(format!(
+        "Cannot hash object of type {}: its reducer yields more than {cap} {what} items (an \
+         endless iterator?)",
+        type_name(obj)
+    ))
+}
+
 fn id_of(obj: &Bound<'_, PyAny>) -> usize {
     obj.as_ptr() as usize
 }
@@ -614,7 +630,10 @@ impl<'py> Walker<'py> {
         match parts.get_item(3) {
             Ok(items) if !items.is_none() => {
                 self.enter_anonymous(NodeKind::ListItems)?;
-                for item in items.try_iter()? {
+                for (n, item) in items.try_iter()?.enumerate() {
+                    if n >= MAX_LIST_ITEMS {
+                        return Err(too_many_items(obj, "list", MAX_LIST_ITEMS));
+                    }
                     self.walk(&item?)?;
                 }
                 self.leave()?;
@@ -624,7 +643,10 @@ impl<'py> Walker<'py> {
         match parts.get_item(4) {
             Ok(items) if !items.is_none() => {
                 self.enter_anonymous(NodeKind::DictItems)?;
-                for pair in items.try_iter()? {
+                for (n, pair) in items.try_iter()?.enumerate() {
+                    if n >= MAX_DICT_ITEMS {
+                        return Err(too_many_items(obj, "dict", MAX_DICT_ITEMS));
+                    }
                     let pair = pair?;
                     let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair.extract().map_err(|_| {
                         PicklingError::new_err(format!(

@@ -183,6 +183,9 @@ pub fn write_fileobj(
 struct PySink {
     alloc: Py<PyAny>,
     skip_buffers: bool,
+    /// With `skip_buffers`: still read the skipped payloads to check their checksums (a
+    /// memory-mapped cache hit), without keeping them.
+    verify_skipped: bool,
     objects: Vec<Option<Py<PyAny>>>,
     error: Option<PyErr>,
 }
@@ -191,7 +194,11 @@ impl Sink for PySink {
     fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError> {
         if self.skip_buffers && head.kind == FrameKind::Buffer && head.codec == Codec::None {
             self.objects.push(None);
-            return Ok(Dest::Skip);
+            return Ok(if self.verify_skipped {
+                Dest::Verify
+            } else {
+                Dest::Skip
+            });
         }
         let raw_len = usize::try_from(head.raw_len)
             .map_err(|_| FormatError::Sink(format!("frame of {} bytes", head.raw_len)))?;
@@ -270,18 +277,21 @@ fn finish_read(
 
 /// Read a container file. For each buffer then the pickle frame, returns
 /// `(kind, codec, raw_len, payload_offset, verified, obj)`; `obj` is `alloc(raw_len)` filled
-/// with the payload, or `None` for uncompressed buffers skipped under `skip_buffers`.
+/// with the payload, or `None` for uncompressed buffers skipped under `skip_buffers`
+/// (whose checksums are still verified, reading them once, with `verify_skipped`).
 #[pyfunction]
-#[pyo3(signature = (path, alloc, skip_buffers=false))]
+#[pyo3(signature = (path, alloc, skip_buffers=false, verify_skipped=false))]
 pub fn read_path(
     py: Python<'_>,
     path: PathBuf,
     alloc: Py<PyAny>,
     skip_buffers: bool,
+    verify_skipped: bool,
 ) -> PyResult<Vec<FrameTuple>> {
     let mut sink = PySink {
         alloc,
         skip_buffers,
+        verify_skipped,
         objects: Vec::new(),
         error: None,
     };
@@ -304,6 +314,7 @@ pub fn read_bytes(
     let mut sink = PySink {
         alloc,
         skip_buffers: false,
+        verify_skipped: false,
         objects: Vec::new(),
         error: None,
     };
@@ -322,6 +333,10 @@ struct PyFileSource {
     file: Py<PyAny>,
     prefix: Vec<u8>,
     at: usize,
+    /// Bytes the object holds from the prefix on, when known (a regular file).
+    size: Option<u64>,
+    /// Bytes returned so far, prefix included.
+    consumed: u64,
 }
 
 impl io::Read for PyFileSource {
@@ -330,6 +345,7 @@ impl io::Read for PyFileSource {
             let n = buf.len().min(self.prefix.len() - self.at);
             buf[..n].copy_from_slice(&self.prefix[self.at..self.at + n]);
             self.at += n;
+            self.consumed += n as u64;
             return Ok(n);
         }
         let want = buf.len().min(PIECE);
@@ -346,24 +362,32 @@ impl io::Read for PyFileSource {
             Ok(n)
         })
         .map_err(io::Error::other)
+        .inspect(|&n| self.consumed += n as u64)
     }
 }
 
-impl format::Source for PyFileSource {}
+impl format::Source for PyFileSource {
+    fn bound(&mut self) -> Option<u64> {
+        self.size.map(|s| s.saturating_sub(self.consumed))
+    }
+}
 
 /// Read a container from a Python file object (streaming, in place), as [`read_path`];
-/// `prefix` holds the bytes already read from it.
+/// `prefix` holds the bytes already read from it. `size`, when known (a regular file), is
+/// how many bytes the object holds from the prefix on: lengths are checked against it.
 #[pyfunction]
-#[pyo3(signature = (fileobj, prefix, alloc))]
+#[pyo3(signature = (fileobj, prefix, alloc, size=None))]
 pub fn read_fileobj(
     py: Python<'_>,
     fileobj: Py<PyAny>,
     prefix: Vec<u8>,
     alloc: Py<PyAny>,
+    size: Option<u64>,
 ) -> PyResult<Vec<FrameTuple>> {
     let mut sink = PySink {
         alloc,
         skip_buffers: false,
+        verify_skipped: false,
         objects: Vec::new(),
         error: None,
     };
@@ -371,6 +395,8 @@ pub fn read_fileobj(
         file: fileobj,
         prefix,
         at: 0,
+        size,
+        consumed: 0,
     };
     let res = py.detach(|| format::read_container(&mut source, &mut sink));
     let res = match res {
@@ -383,7 +409,19 @@ pub fn read_fileobj(
     finish_read(res, sink, None)
 }
 
-/// Decompress a whole-file stream of `codec` (joblib's compressed pickles).
+/// Whether decoded bytes can start a file `load` reads: a container, or a pickle (protocol 2
+/// and later start with PROTO; protocols 0 and 1 with one of a few opcodes).
+fn loadable_start(start: &[u8]) -> bool {
+    start.starts_with(&format::MAGIC)
+        || start
+            .first()
+            .is_some_and(|b| *b == 0x80 || b"()]}cNIJKLMFGSTUVX".contains(b))
+}
+
+/// Decompress a whole-file stream of `codec` (joblib's compressed pickles, containers wrapped
+/// by a compressed file object). The first decoded bytes must start a file `load` reads and
+/// the output is capped by the codec's largest ratio (`CorruptFileError` otherwise), so a
+/// hostile stream is refused before it inflates.
 #[pyfunction]
 pub fn decompress_stream<'py>(
     py: Python<'py>,
@@ -395,7 +433,7 @@ pub fn decompress_stream<'py>(
     let res = py.detach(|| {
         // SAFETY: `held` keeps the export alive until after this closure.
         let bytes = unsafe { region.slice() };
-        codec::decompress_stream(codec, bytes)
+        codec::decompress_stream_checked(codec, bytes, loadable_start)
     });
     drop(held);
     let out = res.map_err(crate::errors::codec_error)?;
@@ -459,6 +497,17 @@ pub fn inspect_path<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, 
     Ok(out)
 }
 
+/// Whether the process `pid`, which last wrote a leftover at `mtime` (seconds since the
+/// epoch), is certainly gone: no such process, or one that started after that time (the id
+/// was reused). See `format::stale`.
+#[pyfunction]
+pub fn writer_gone(pid: u32, mtime: f64) -> bool {
+    let written = std::time::Duration::try_from_secs_f64(mtime.max(0.0))
+        .ok()
+        .and_then(|d| std::time::SystemTime::UNIX_EPOCH.checked_add(d));
+    written.is_some_and(|w| format::stale::writer_is_gone(pid, w))
+}
+
 /// Register the persistence functions on the `_core` module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_path, m)?)?;
@@ -470,6 +519,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compress_stream, m)?)?;
     m.add_function(wrap_pyfunction!(mark_mutable, m)?)?;
     m.add_function(wrap_pyfunction!(inspect_path, m)?)?;
+    m.add_function(wrap_pyfunction!(writer_gone, m)?)?;
     m.add("CONTAINER_MAGIC", PyBytes::new(m.py(), &format::MAGIC))?;
     m.add("CODECS", codec::Codec::NAMES.to_vec())?;
     m.add(

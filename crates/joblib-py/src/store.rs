@@ -153,16 +153,62 @@ impl Staging {
     }
 }
 
-/// Remove the folder `path` (renamed aside first); absent is not an error.
-#[pyfunction]
-pub fn store_remove(py: Python<'_>, path: PathBuf) -> PyResult<()> {
-    py.detach(|| store::remove_entry(&path)).into_py_result()
+type ClearTuple = (usize, usize, Vec<String>);
+
+fn clear_tuple(report: store::ClearReport) -> ClearTuple {
+    let skipped = report
+        .skipped
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    (report.functions, report.entries, skipped)
 }
 
-/// Remove every sub-folder of `path`, keeping its files.
+/// Remove an entry folder or a function folder, only what the store created in it (entries
+/// renamed aside first); absent is not an error. Returns `(functions, entries, skipped)`.
 #[pyfunction]
-pub fn store_clear(py: Python<'_>, path: PathBuf) -> PyResult<()> {
-    py.detach(|| store::clear_dir(&path)).into_py_result()
+pub fn store_remove(py: Python<'_>, path: PathBuf) -> PyResult<ClearTuple> {
+    py.detach(|| {
+        let is_entry = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(store::is_entry_name);
+        if is_entry {
+            let mut report = store::ClearReport::default();
+            store::clear_entry(&path, &mut report).map(|()| report)
+        } else {
+            store::clear_tree(&path, false)
+        }
+    })
+    .into_py_result()
+    .map(clear_tuple)
+}
+
+/// Remove what the store created under the store root `path` (which stays, with its marker
+/// and `.gitignore`). Returns `(functions, entries, skipped)`: the paths left in place.
+#[pyfunction]
+pub fn store_clear(py: Python<'_>, path: PathBuf) -> PyResult<ClearTuple> {
+    py.detach(|| store::clear_tree(&path, true))
+        .into_py_result()
+        .map(clear_tuple)
+}
+
+/// Write the store marker in `root` unless present. With `only_if_store`, a folder without
+/// the marker gets one only if it holds a store of an earlier version (a `func_code.py` in
+/// some folder under it). Returns whether `root` now carries the marker.
+#[pyfunction]
+#[pyo3(signature = (root, only_if_store=false))]
+pub fn store_mark(py: Python<'_>, root: PathBuf, only_if_store: bool) -> PyResult<bool> {
+    py.detach(|| {
+        if store::has_marker(&root) {
+            return Ok(true);
+        }
+        if only_if_store && !store::looks_like_store(&root) {
+            return Ok(false);
+        }
+        store::write_marker(&root).map(|()| true)
+    })
+    .into_py_result()
 }
 
 /// Write `data` to `path` atomically (synced temporary file renamed over it).
@@ -251,12 +297,15 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STORE_OUTPUT", store::OUTPUT)?;
     m.add("STORE_METADATA", store::METADATA)?;
     m.add("STORE_FUNC_CODE", store::FUNC_CODE)?;
+    m.add("STORE_MARKER", store::MARKER)?;
+    m.add("STORE_VERSION", store::STORE_VERSION)?;
     m.add_class::<EntryLock>()?;
     m.add_class::<Staging>()?;
     m.add_function(wrap_pyfunction!(store_read, m)?)?;
     m.add_function(wrap_pyfunction!(store_lock, m)?)?;
     m.add_function(wrap_pyfunction!(store_remove, m)?)?;
     m.add_function(wrap_pyfunction!(store_clear, m)?)?;
+    m.add_function(wrap_pyfunction!(store_mark, m)?)?;
     m.add_function(wrap_pyfunction!(store_write_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(store_scan, m)?)?;
     m.add_function(wrap_pyfunction!(store_reduce_size, m)?)?;

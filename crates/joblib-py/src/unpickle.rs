@@ -90,7 +90,9 @@ struct Memo<'py> {
 impl<'py> Memo<'py> {
     fn put(&mut self, id: u64, val: Val<'py>) {
         let len = self.dense.len() as u64;
-        if id < len {
+        if id == len {
+            self.dense.push(Some(val));
+        } else if id < len {
             self.dense[id as usize] = Some(val);
         } else if id <= len + 1024 {
             self.dense.resize(id as usize + 1, None);
@@ -129,6 +131,8 @@ struct Vm<'py> {
     built: HashSet<usize>,
     /// Objects used as data whose global wants no `BUILD` after use.
     frozen: HashSet<usize>,
+    /// Reused between opcodes that collect items (tuples, lists, dicts).
+    scratch: Vec<Bound<'py, PyAny>>,
     proto: u8,
 }
 
@@ -179,25 +183,53 @@ impl<'py> Vm<'py> {
 
     /// A value as a Python object: globals only where the policy gave them a value.
     fn obj(&mut self, val: Val<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match val {
-            Val::Obj(o) => Ok(o),
-            Val::Made(o, from) => {
-                if from.freeze_on_use {
-                    self.frozen.insert(o.as_ptr() as usize);
-                }
-                Ok(o)
-            }
-            Val::Global(g) => g.value.clone().ok_or_else(|| {
-                unpickling_error(format!(
-                    "global '{}' can be called but not stored as a value in a restricted load",
-                    g.name
-                ))
-            }),
-        }
+        to_obj(&mut self.frozen, val)
     }
 
     fn objs(&mut self, vals: Vec<Val<'py>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         vals.into_iter().map(|v| self.obj(v)).collect()
+    }
+
+    /// Pops the top value as an object.
+    fn pop_obj(&mut self, pos: usize) -> PyResult<Bound<'py, PyAny>> {
+        let v = self.pop(pos)?;
+        self.obj(v)
+    }
+
+    /// Pops the innermost MARK: the stack index where its items start.
+    fn mark_start(&mut self, pos: usize) -> PyResult<usize> {
+        let base = self.marks.pop().ok_or_else(|| damaged(pos, "no MARK"))?;
+        if base > self.stack.len() {
+            return Err(damaged(pos, "MARK beyond the stack"));
+        }
+        Ok(base)
+    }
+
+    /// Moves the stack from `start` on into the scratch vector, as objects (the hot path
+    /// of tuples, lists and dicts: no allocation once the scratch vector has grown).
+    fn take_from(&mut self, start: usize) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let Vm { stack, frozen, .. } = self;
+        for v in stack.drain(start..) {
+            out.push(to_obj(frozen, v)?);
+        }
+        Ok(out)
+    }
+
+    /// Gives the scratch vector back for the next `take_from`.
+    fn give_back(&mut self, mut items: Vec<Bound<'py, PyAny>>) {
+        items.clear();
+        self.scratch = items;
+    }
+
+    /// Index where the last `n` stack items start, within the current MARK.
+    fn last_n(&self, n: usize, pos: usize) -> PyResult<usize> {
+        let base = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() < base + n {
+            return Err(damaged(pos, "stack underflow"));
+        }
+        Ok(self.stack.len() - n)
     }
 
     fn resolve(&mut self, module: &str, name: &str) -> PyResult<Rc<Resolved<'py>>> {
@@ -442,66 +474,78 @@ impl<'py> Vm<'py> {
                 }
                 Op::EmptyList => self.stack.push(Val::Obj(PyList::empty(py).into_any())),
                 Op::List => {
-                    let items = self.pop_mark(pos)?;
-                    let items = self.objs(items)?;
-                    self.stack
-                        .push(Val::Obj(PyList::new(py, items)?.into_any()));
+                    let start = self.mark_start(pos)?;
+                    let mut items = self.take_from(start)?;
+                    let list = PyList::new(py, items.drain(..))?;
+                    self.give_back(items);
+                    self.stack.push(Val::Obj(list.into_any()));
                 }
                 Op::Append | Op::Appends => {
-                    let items = if matches!(op, Op::Append) {
-                        vec![self.pop(pos)?]
+                    let start = if matches!(op, Op::Append) {
+                        self.last_n(1, pos)?
                     } else {
-                        self.pop_mark(pos)?
+                        self.mark_start(pos)?
                     };
-                    let items = self.objs(items)?;
+                    let items = self.take_from(start)?;
                     let target = self.container(pos)?;
-                    self.append(&target, items, pos)?;
+                    let items = self.append(&target, items, pos)?;
+                    self.give_back(items);
                 }
                 Op::EmptyTuple => self.stack.push(Val::Obj(PyTuple::empty(py).into_any())),
-                Op::Tuple => {
-                    let items = self.pop_mark(pos)?;
-                    let items = self.objs(items)?;
-                    self.stack
-                        .push(Val::Obj(PyTuple::new(py, items)?.into_any()));
+                Op::TupleN(n @ 1..=3) => {
+                    // The commonest tuples, straight from the stack.
+                    self.last_n(usize::from(n), pos)?;
+                    let c = self.pop_obj(pos)?;
+                    let tuple = if n == 1 {
+                        PyTuple::new(py, [c])?
+                    } else {
+                        let b = self.pop_obj(pos)?;
+                        if n == 2 {
+                            PyTuple::new(py, [b, c])?
+                        } else {
+                            let a = self.pop_obj(pos)?;
+                            PyTuple::new(py, [a, b, c])?
+                        }
+                    };
+                    self.stack.push(Val::Obj(tuple.into_any()));
                 }
-                Op::TupleN(n) => {
-                    let n = usize::from(n);
-                    let base = self.marks.last().copied().unwrap_or(0);
-                    if self.stack.len() < base + n {
-                        return Err(damaged(pos, "stack underflow"));
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    let items = self.objs(items)?;
-                    self.stack
-                        .push(Val::Obj(PyTuple::new(py, items)?.into_any()));
+                Op::Tuple | Op::TupleN(_) => {
+                    let start = match op {
+                        Op::TupleN(n) => self.last_n(usize::from(n), pos)?,
+                        _ => self.mark_start(pos)?,
+                    };
+                    let mut items = self.take_from(start)?;
+                    let tuple = PyTuple::new(py, items.drain(..))?;
+                    self.give_back(items);
+                    self.stack.push(Val::Obj(tuple.into_any()));
                 }
                 Op::EmptyDict => self.stack.push(Val::Obj(PyDict::new(py).into_any())),
                 Op::Dict => {
-                    let items = self.pop_mark(pos)?;
-                    if items.len() % 2 != 0 {
+                    let start = self.mark_start(pos)?;
+                    if !(self.stack.len() - start).is_multiple_of(2) {
                         return Err(damaged(pos, "odd number of items for DICT"));
                     }
-                    let items = self.objs(items)?;
+                    let items = self.take_from(start)?;
                     let dict = PyDict::new(py);
                     for pair in items.chunks_exact(2) {
                         dict.set_item(&pair[0], &pair[1])?;
                     }
+                    self.give_back(items);
                     self.stack.push(Val::Obj(dict.into_any()));
                 }
                 Op::SetItem | Op::SetItems => {
-                    let items = if matches!(op, Op::SetItem) {
-                        let v = self.pop(pos)?;
-                        let k = self.pop(pos)?;
-                        vec![k, v]
+                    let start = if matches!(op, Op::SetItem) {
+                        self.last_n(2, pos)?
                     } else {
-                        self.pop_mark(pos)?
+                        self.mark_start(pos)?
                     };
-                    if items.len() % 2 != 0 {
+                    if !(self.stack.len() - start).is_multiple_of(2) {
                         return Err(damaged(pos, "odd number of items for SETITEMS"));
                     }
-                    let items = self.objs(items)?;
+                    let items = self.take_from(start)?;
                     let target = self.container(pos)?;
                     self.set_items(&target, &items, pos)?;
+                    self.give_back(items);
                 }
                 Op::EmptySet => self.stack.push(Val::Obj(PySet::empty(py)?.into_any())),
                 Op::AddItems => {
@@ -604,17 +648,18 @@ impl<'py> Vm<'py> {
         }
     }
 
+    /// Appends `items` to `target`; gives the emptied vector back.
     fn append(
         &self,
         target: &Bound<'py, PyAny>,
-        items: Vec<Bound<'py, PyAny>>,
+        mut items: Vec<Bound<'py, PyAny>>,
         pos: usize,
-    ) -> PyResult<()> {
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         if let Ok(list) = target.cast_exact::<PyList>() {
-            for item in items {
+            for item in items.drain(..) {
                 list.append(item)?;
             }
-            return Ok(());
+            return Ok(items);
         }
         let extendable = self.appendable.iter().any(|t| target.get_type().is(t));
         if !self.generic && !extendable {
@@ -625,14 +670,14 @@ impl<'py> Vm<'py> {
         }
         // As pickle: `extend` if the object has it, else `append` item by item.
         if let Ok(extend) = target.getattr("extend") {
-            extend.call1((PyList::new(self.py, items)?,))?;
+            extend.call1((PyList::new(self.py, items.drain(..))?,))?;
         } else {
             let append = target.getattr("append")?;
-            for item in items {
+            for item in items.drain(..) {
                 append.call1((item,))?;
             }
         }
-        Ok(())
+        Ok(items)
     }
 
     fn set_items(
@@ -661,6 +706,26 @@ impl<'py> Vm<'py> {
     }
 }
 
+/// A value as a Python object (see `Vm::obj`); `frozen` records objects whose state may
+/// no longer be set once used.
+fn to_obj<'py>(frozen: &mut HashSet<usize>, val: Val<'py>) -> PyResult<Bound<'py, PyAny>> {
+    match val {
+        Val::Obj(o) => Ok(o),
+        Val::Made(o, from) => {
+            if from.freeze_on_use {
+                frozen.insert(o.as_ptr() as usize);
+            }
+            Ok(o)
+        }
+        Val::Global(g) => g.value.clone().ok_or_else(|| {
+            unpickling_error(format!(
+                "global '{}' can be called but not stored as a value in a restricted load",
+                g.name
+            ))
+        }),
+    }
+}
+
 /// A `PickleError` from the opcode reader: the data is damaged.
 fn pickle_error(err: PickleError) -> PyErr {
     corrupt(format!("pickle data is damaged: {err}"))
@@ -685,10 +750,8 @@ fn long_from_bytes<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyAny>
 }
 
 fn utf8<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    if let Ok(s) = std::str::from_utf8(b) {
-        return Ok(PyString::new(py, s).into_any());
-    }
-    // Lone surrogates are written by pickle with 'surrogatepass'.
+    // As pickle: UTF-8 with 'surrogatepass' (lone surrogates are written that way); one
+    // pass of CPython's decoder, which has an ASCII fast path.
     let len = isize::try_from(b.len()).map_err(|_| PyValueError::new_err("string too long"))?;
     // SAFETY: `b` is a live slice of `len` bytes and the error handler a NUL-terminated
     // C string; the call returns a new reference or NULL with an exception set.
@@ -770,6 +833,7 @@ pub fn unpickle<'py>(
         globals: HashMap::new(),
         built: HashSet::new(),
         frozen: HashSet::new(),
+        scratch: Vec::new(),
         proto: 0,
     };
     let out = vm.run(bytes, start, &stream);

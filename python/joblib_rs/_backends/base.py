@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import threading
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from joblib_rs._cpu import cpu_count
+from joblib_rs._multiprocessing_helpers import mp
 from joblib_rs._process_pool import TBB_ENABLE_IPC_VAR, THREAD_LIMIT_VARS, worker_environment
 
 __all__ = [
@@ -43,9 +43,10 @@ __all__ = [
     "resolve_n_jobs",
 ]
 
-#: ``JOBLIB_MULTIPROCESSING=0`` turns every parallel backend into a sequential one, as in
-#: joblib (read once, at import).
-MULTIPROCESSING_ENABLED = int(os.environ.get("JOBLIB_MULTIPROCESSING", 1) or 0) != 0
+#: False when ``JOBLIB_MULTIPROCESSING=0`` is set or the platform lacks working semaphores
+#: (``_multiprocessing_helpers.mp`` is None): every parallel backend then runs sequentially,
+#: as in joblib (decided once, at import).
+MULTIPROCESSING_ENABLED = mp is not None
 
 #: The builtin backends of nested calls, keyed ``'threads'`` (first nesting level) and
 #: ``'sequential'`` (below); their modules fill it in when ``_backends`` is imported.

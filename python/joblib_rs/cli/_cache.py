@@ -172,6 +172,10 @@ class CacheStore:
         )
 
 
+#: How ``show`` and ``prune`` describe an entry folder holding files the cache did not write.
+_NOT_OURS = "holds files the cache did not create (left alone)"
+
+
 def _resolve_root(location: str) -> str:
     """The store root for ``location``: ``location/joblib_rs``, or ``location`` itself when it
     is a store root."""
@@ -181,15 +185,32 @@ def _resolve_root(location: str) -> str:
         raise CliError(f"location {location!r} is not a folder")
     nested = os.path.join(location, _core.STORE_DIR)
     if os.path.isdir(nested):
-        return nested
+        return _check_marker(nested)
     if os.path.basename(os.path.normpath(location)) == _core.STORE_DIR:
-        return location
+        return _check_marker(location)
     hint = ""
     if os.path.isdir(os.path.join(location, "joblib")):
         hint = f" ({os.path.join(location, 'joblib')} is a joblib cache, not a joblib-rs one)"
     raise CliError(
         f"no joblib-rs cache in {location!r}: neither {nested!r} nor {location!r} is a "
         f"joblib-rs store{hint}"
+    )
+
+
+def _check_marker(root: str) -> str:
+    """``root`` if it carries the store marker, or is a store of an earlier version (which is
+    then given one); else a :class:`CliError`: nothing is listed or removed in a folder the
+    cache did not create."""
+    if os.path.isfile(os.path.join(root, _core.STORE_MARKER)):
+        return root
+    try:
+        if _core.store_mark(root, only_if_store=True):
+            return root
+    except OSError:
+        return root  # a store of an earlier version on a read-only file system
+    raise CliError(
+        f"{root!r} is not a joblib-rs cache: it has no {_core.STORE_MARKER} marker and holds no "
+        "cached function; refusing to touch it"
     )
 
 
@@ -244,7 +265,19 @@ def find_store(location: str) -> CacheStore:
         for name in names:
             path = os.path.join(func.path, name)
             if name not in seen and _is_entry_name(name) and os.path.isdir(path):
-                func.entries.append(Entry(name, path, 0, None, damage=["unreadable folder"]))
+                try:
+                    foreign = sorted(
+                        n
+                        for n in os.listdir(path)
+                        if n not in (_core.STORE_OUTPUT, _core.STORE_METADATA)
+                        and not n.startswith(".tmp-")
+                    )
+                except OSError:
+                    foreign = []
+                damage = (
+                    [f"{_NOT_OURS}: {', '.join(foreign)}"] if foreign else ["unreadable folder"]
+                )
+                func.entries.append(Entry(name, path, 0, None, damage=damage))
         func.entries.sort(key=lambda e: e.last_access or 0.0, reverse=True)
     return CacheStore(location, root, dict(sorted(functions.items())))
 
@@ -397,6 +430,14 @@ def run_prune(
         )
     age_limit = None if age is None else datetime.timedelta(seconds=age)
     store = find_store(location)
+    foreign = [
+        e.path
+        for f in store.functions.values()
+        for e in f.entries
+        if any(d.startswith(_NOT_OURS) for d in e.damage)
+    ]
+    if foreign:
+        _print_skipped(foreign)
     planned = reduce_store(store.root, bytes_limit, max_items, age_limit, dry_run=True)
     total = sum(len(f.entries) for f in store.functions.values())
     planned_bytes = sum(i.size for i in planned)
@@ -428,9 +469,10 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
             f"{format_size(size)})?",
             assume_yes,
         )
-        # What Memory.clear() does: every folder of the root goes, its files stay.
-        _core.store_clear(store.root)
-        print(f"Removed {len(funcs)} functions, {count} entries ({format_size(size)}).")
+        # What Memory.clear() does: what the store created goes, anything else stays.
+        n_funcs, n_entries, skipped = _core.store_clear(store.root)
+        print(f"Removed {n_funcs} functions, {n_entries} entries ({format_size(size)}).")
+        _print_skipped(skipped)
         return 0
     target = store.match(func)
     confirm(
@@ -438,7 +480,16 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
         f"{format_size(target.size)})?",
         assume_yes,
     )
-    # What MemorizedFunc.clear() does: the function folder is renamed aside then removed.
-    _core.store_remove(target.path)
-    print(f"Removed {target.name}: {len(target.entries)} entries ({format_size(target.size)}).")
+    # What MemorizedFunc.clear() does: the entries it created are renamed aside and removed.
+    _, n_entries, skipped = _core.store_remove(target.path)
+    print(f"Removed {target.name}: {n_entries} entries ({format_size(target.size)}).")
+    _print_skipped(skipped)
     return 0
+
+
+def _print_skipped(skipped: list[str]) -> None:
+    """Name what a clear left in place because the cache did not create it."""
+    if skipped:
+        print(f"Skipped {len(skipped)} item(s) the cache did not create:")
+        for path in sorted(skipped):
+            print(f"  {path}")

@@ -57,6 +57,28 @@ pub enum CodecError {
         /// Announced raw length.
         expected: usize,
     },
+    /// A whole-file stream whose first decoded bytes are not a file `load` reads.
+    #[error(
+        "{codec} stream does not hold a joblib-rs or joblib file (decoded bytes start with {start:02x?})"
+    )]
+    Unrecognized {
+        /// Codec name.
+        codec: &'static str,
+        /// The first decoded bytes (at most 8).
+        start: Vec<u8>,
+    },
+    /// A whole-file stream decoding to more than the codec can produce from its size.
+    #[error(
+        "{codec} stream of {stored} bytes decodes to more than {cap} bytes, beyond what {codec} can compress to that size"
+    )]
+    TooLarge {
+        /// Codec name.
+        codec: &'static str,
+        /// Compressed size.
+        stored: u64,
+        /// Largest decoded size accepted.
+        cap: u64,
+    },
     /// An encoder failed (out of memory or an internal error of the C library).
     #[error("{codec} compression failed: {detail}")]
     Encode {
@@ -202,6 +224,25 @@ impl Codec {
             codec: self.name(),
             detail: e.to_string(),
         }
+    }
+}
+
+/// Largest ratio of decoded to stored bytes that a stream of `codec` may have: a chunk record
+/// of `s` stored bytes holds at most `s * max_ratio` raw bytes, and a whole-file stream of `s`
+/// bytes decodes to at most that much. Each bound is above what the codec's format can
+/// physically reach (deflate 1032:1, LZ4 about 255:1, a zstd RLE block 43690:1) or, for bzip2
+/// and LZMA whose limits are not as crisp, at least twice the ratio its encoder reaches on
+/// 64 MiB of zeros (bzip2 849,479:1, LZMA 7,023:1, the most compressible input at the largest
+/// chunk a reader accepts). `docs/format.md` states these bounds; readers check a frame's
+/// `raw_len` against them before allocating it.
+pub fn max_ratio(codec: Codec) -> u64 {
+    match codec {
+        Codec::None => 1,
+        Codec::Zlib | Codec::Gzip => 1 << 11,
+        Codec::Lz4 => 1 << 9,
+        Codec::Zstd => 1 << 16,
+        Codec::Lzma | Codec::Xz => 1 << 15,
+        Codec::Bz2 => 1 << 21,
     }
 }
 
@@ -467,28 +508,75 @@ pub fn decompress_chunks(
 /// Decompress a whole stream of `codec` (as written by Python's file compressors and by
 /// joblib: zlib stream, gzip/bz2/xz multi-member files, LZMA-alone, LZ4 frame, zstd frames).
 pub fn decompress_stream(codec: Codec, src: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(src.len().saturating_mul(2));
-    let res = match codec {
-        Codec::None => {
-            out.extend_from_slice(src);
-            Ok(0)
-        }
-        Codec::Zlib => flate2::read::ZlibDecoder::new(src).read_to_end(&mut out),
-        Codec::Gzip => flate2::read::MultiGzDecoder::new(src).read_to_end(&mut out),
-        Codec::Bz2 => bzip2::read::MultiBzDecoder::new(src).read_to_end(&mut out),
+    decompress_stream_checked(codec, src, |_| true)
+}
+
+/// Bytes looked at by the `accept` test of [`decompress_stream_checked`].
+pub const STREAM_PREFIX: usize = 16;
+
+/// [`decompress_stream`] that decodes incrementally: the first [`STREAM_PREFIX`] decoded bytes
+/// (fewer if the stream is shorter) are given to `accept` before anything else is decoded
+/// (a stream that does not hold a file `load` reads is refused at once,
+/// [`CodecError::Unrecognized`]), and the output may not exceed `src.len() * max_ratio(codec)`
+/// bytes ([`CodecError::TooLarge`]), so a lying or hostile stream costs no more memory than
+/// its codec can honestly produce.
+pub fn decompress_stream_checked(
+    codec: Codec,
+    src: &[u8],
+    accept: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>, CodecError> {
+    let mut reader: Box<dyn Read + '_> = match codec {
+        Codec::None => Box::new(src),
+        Codec::Zlib => Box::new(flate2::read::ZlibDecoder::new(src)),
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(src)),
+        Codec::Bz2 => Box::new(bzip2::read::MultiBzDecoder::new(src)),
         Codec::Lzma => {
             let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
                 .map_err(|err| codec.corrupt(err))?;
-            liblzma::read::XzDecoder::new_stream(src, stream).read_to_end(&mut out)
+            Box::new(liblzma::read::XzDecoder::new_stream(src, stream))
         }
-        Codec::Xz => liblzma::read::XzDecoder::new_multi_decoder(src).read_to_end(&mut out),
-        Codec::Lz4 => lz4_flex::frame::FrameDecoder::new(src).read_to_end(&mut out),
+        Codec::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(src)),
+        Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(src)),
         Codec::Zstd => {
-            zstd::stream::read::Decoder::new(src).and_then(|mut d| d.read_to_end(&mut out))
+            Box::new(zstd::stream::read::Decoder::new(src).map_err(|e| codec.corrupt(e))?)
         }
     };
-    res.map_err(|err| codec.corrupt(err))?;
-    Ok(out)
+    let cap = (src.len() as u64).saturating_mul(max_ratio(codec));
+    let mut out: Vec<u8> = Vec::new();
+    let mut checked = false;
+    let mut piece = vec![0u8; 1 << 20];
+    loop {
+        let want = if checked {
+            piece.len()
+        } else {
+            STREAM_PREFIX - out.len()
+        };
+        let n = match reader.read(&mut piece[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(codec.corrupt(e)),
+        };
+        if out.len() as u64 + n as u64 > cap {
+            return Err(CodecError::TooLarge {
+                codec: codec.name(),
+                stored: src.len() as u64,
+                cap,
+            });
+        }
+        out.extend_from_slice(&piece[..n]);
+        if !checked && (n == 0 || out.len() >= STREAM_PREFIX) {
+            if !accept(&out) {
+                return Err(CodecError::Unrecognized {
+                    codec: codec.name(),
+                    start: out.iter().take(8).copied().collect(),
+                });
+            }
+            checked = true;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
 }
 
 /// Compress a whole buffer as one stream of `codec` (the inverse of [`decompress_stream`];

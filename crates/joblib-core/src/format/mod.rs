@@ -21,6 +21,7 @@
 mod inspect;
 mod read;
 mod split_read;
+pub mod stale;
 mod write;
 
 pub use inspect::{Inspection, inspect};

@@ -34,9 +34,22 @@ pub trait Source: Read {
     fn remaining(&mut self) -> Option<u64> {
         None
     }
+    /// At most this many bytes are left, when known: the exact [`Source::remaining`] of files
+    /// and slices, or a bound for a stream (a file object over a regular file holds at most
+    /// the rest of the file; further containers may follow in it). Lengths are checked
+    /// against it before anything is allocated.
+    fn bound(&mut self) -> Option<u64> {
+        self.remaining()
+    }
     /// The file behind the source, when it is one: big payloads are then read with
     /// positional reads from two threads (see `split_read`).
     fn as_file(&mut self) -> Option<&File> {
+        None
+    }
+    /// Read bytes `ahead` bytes past the current position without moving it, when the
+    /// source allows (files, slices): lets the reader check a compressed frame's chunk
+    /// records before allocating its `raw_len`. Returns the bytes read (0 at the end).
+    fn peek(&mut self, _ahead: u64, _buf: &mut [u8]) -> Option<io::Result<usize>> {
         None
     }
 }
@@ -54,6 +67,14 @@ impl Source for File {
     fn as_file(&mut self) -> Option<&File> {
         Some(self)
     }
+    fn peek(&mut self, ahead: u64, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        use std::os::unix::fs::FileExt;
+        let at = match self.stream_position() {
+            Ok(pos) => pos.saturating_add(ahead),
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.read_at(buf, at))
+    }
 }
 
 impl<T: AsRef<[u8]>> Source for Cursor<T> {
@@ -69,6 +90,17 @@ impl<T: AsRef<[u8]>> Source for Cursor<T> {
     fn remaining(&mut self) -> Option<u64> {
         let len = self.get_ref().as_ref().len() as u64;
         Some(len.saturating_sub(self.position()))
+    }
+    fn peek(&mut self, ahead: u64, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let data = self.get_ref().as_ref();
+        let at = self.position().saturating_add(ahead);
+        let Ok(at) = usize::try_from(at) else {
+            return Some(Ok(0));
+        };
+        let src = data.get(at..).unwrap_or(&[]);
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Some(Ok(n))
     }
 }
 
@@ -125,6 +157,9 @@ fn batch_chunks() -> usize {
     (2 * crate::threads::available_threads()).clamp(2, 32)
 }
 const PIECE: usize = 16 << 20;
+/// Largest `raw_len` of any frame (256 TiB): anything longer is damage, even in a stream
+/// whose length is unknown.
+pub const MAX_RAW_LEN: u64 = 1 << 48;
 
 struct Reader<'s, S: Source + ?Sized> {
     src: &'s mut S,
@@ -167,6 +202,22 @@ impl<S: Source + ?Sized> Reader<'_, S> {
         Ok(Some(digest))
     }
 
+    /// The xxh3-64 of the next `len` bytes of a file source, hashed in place through a
+    /// read-only shared map (no copy: the page cache is hashed directly), then skipped.
+    /// `None` when the source is not a file or the map fails (the caller reads instead).
+    fn hash_mapped(&mut self, len: u64, offset: u64) -> Result<Option<u64>, FormatError> {
+        self.fits(len, "frame payload", offset)?;
+        let Some(file) = self.src.as_file() else {
+            return Ok(None);
+        };
+        let start = (&*file).stream_position()?;
+        let Some(digest) = map_and_hash(file, start, len) else {
+            return Ok(None);
+        };
+        self.skip(len, "frame payload", offset)?;
+        Ok(Some(digest))
+    }
+
     fn block(&mut self, what: &'static str) -> Result<[u8; BLOCK], FormatError> {
         let mut b = [0u8; BLOCK];
         let at = self.pos;
@@ -194,11 +245,57 @@ impl<S: Source + ?Sized> Reader<'_, S> {
 
     /// Reject a length that cannot fit in what is left of the source.
     fn fits(&mut self, n: u64, what: &'static str, offset: u64) -> Result<(), FormatError> {
-        match self.src.remaining() {
+        match self.src.bound() {
             Some(left) if n > left => Err(FormatError::Truncated { what, offset }),
             _ => Ok(()),
         }
     }
+}
+
+/// Payloads verified without being kept (`Dest::Verify`) at least this big are hashed through
+/// a map of the file rather than read into scratch memory.
+const MAP_VERIFY_MIN: u64 = 1 << 20;
+
+/// xxh3-64 of `len` bytes of `file` at `start`, through a read-only map; `None` if the
+/// region cannot be mapped.
+fn map_and_hash(file: &File, start: u64, len: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)?;
+    let map_start = start - start % page;
+    let skip = usize::try_from(start - map_start).ok()?;
+    let map_len = usize::try_from(len).ok()?.checked_add(skip)?;
+    let map_off = libc::off_t::try_from(map_start).ok()?;
+    #[cfg(target_os = "linux")]
+    let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+    #[cfg(not(target_os = "linux"))]
+    let flags = libc::MAP_SHARED;
+    // SAFETY: a fresh read-only mapping of a file region the caller checked lies within the
+    // file (`fits`); it is only read, then unmapped below, and no reference outlives it.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ,
+            flags,
+            file.as_raw_fd(),
+            map_off,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `ptr` maps `map_len` readable bytes (checked above) for the duration of this
+    // borrow; the slice is dropped before `munmap`.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), map_len) };
+    let digest = xxhash_rust::xxh3::xxh3_64(&bytes[skip..]);
+    // SAFETY: unmaps exactly the mapping created above; `bytes` is not used after this.
+    unsafe {
+        libc::munmap(ptr, map_len);
+    }
+    Some(digest)
 }
 
 fn damaged(what: impl Into<String>, offset: u64) -> FormatError {
@@ -284,6 +381,29 @@ pub fn read_container<S: Source + ?Sized>(
             r.fits(raw_len, "frame payload", offset)?;
         } else if chunk == 0 || chunk > codec::MAX_CHUNK {
             return Err(damaged(format!("invalid chunk size {chunk}"), offset));
+        } else if let Some(left) = r.src.bound()
+            && raw_len > left.saturating_mul(codec::max_ratio(codec))
+        {
+            // Checked before the sink allocates `raw_len` bytes: a compressed payload cannot
+            // decode to more than its codec's largest ratio times the bytes left.
+            return Err(damaged(
+                format!(
+                    "raw length {raw_len} cannot be held by the {left} bytes left ({} at most \
+                     {}:1)",
+                    codec.name(),
+                    codec::max_ratio(codec)
+                ),
+                offset,
+            ));
+        }
+        if codec != Codec::None && kind != FrameKind::Index {
+            prescan_chunks(&mut r, raw_len, chunk, codec, index, offset)?;
+        }
+        if raw_len > MAX_RAW_LEN {
+            return Err(damaged(
+                format!("raw length {raw_len} exceeds the format's limit of {MAX_RAW_LEN}"),
+                offset,
+            ));
         }
         let head = FrameHead {
             index,
@@ -347,6 +467,116 @@ pub fn read_container<S: Source + ?Sized>(
     }
 }
 
+/// Reads ahead of the current position through [`Source::peek`], a window at a time.
+struct Peeker {
+    window: Vec<u8>,
+    /// Offset (ahead of the current position) of `window[0]`.
+    start: u64,
+}
+
+impl Peeker {
+    const WINDOW: usize = 1 << 16;
+
+    /// `buf.len()` bytes at `ahead`; `Ok(None)` when the source cannot peek, `Ok(Some(false))`
+    /// when it ends first.
+    fn get<S: Source + ?Sized>(
+        &mut self,
+        src: &mut S,
+        ahead: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<bool>, FormatError> {
+        let end = ahead + buf.len() as u64;
+        if ahead < self.start || end > self.start + self.window.len() as u64 {
+            self.window.resize(Self::WINDOW.max(buf.len()), 0);
+            let mut got = 0;
+            while got < self.window.len() {
+                match src.peek(ahead + got as u64, &mut self.window[got..]) {
+                    None => return Ok(None),
+                    Some(Ok(0)) => break,
+                    Some(Ok(n)) => got += n,
+                    Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Some(Err(e)) => return Err(FormatError::Io(e)),
+                }
+            }
+            self.window.truncate(got);
+            self.start = ahead;
+        }
+        let from = (ahead - self.start) as usize;
+        match self.window.get(from..from + buf.len()) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(Some(true))
+            }
+            None => Ok(Some(false)),
+        }
+    }
+}
+
+/// Before a compressed frame's `raw_len` bytes are allocated: its chunk records must be
+/// there, each within the format's bounds (stored length at most `max_stored_len(raw)`, raw
+/// length at most `stored * max_ratio(codec)`), followed by the frame's end record with the
+/// same stored length. Walks only the 4-byte record lengths, reading ahead without moving;
+/// sources that cannot read ahead (streams) skip this (their allocations are lazily backed
+/// and every chunk is checked as it is read).
+fn prescan_chunks<S: Source + ?Sized>(
+    r: &mut Reader<'_, S>,
+    raw_len: u64,
+    chunk: usize,
+    codec: Codec,
+    index: u32,
+    offset: u64,
+) -> Result<(), FormatError> {
+    let lie = |why: &str| {
+        damaged(
+            format!("raw length {raw_len} does not match the frame's chunk records ({why})"),
+            offset,
+        )
+    };
+    let n_chunks = raw_len.div_ceil(chunk as u64);
+    if let Some(left) = r.src.bound()
+        && n_chunks.saturating_mul(4) > left
+    {
+        return Err(lie("fewer records than announced"));
+    }
+    let mut peeker = Peeker {
+        window: Vec::new(),
+        start: 0,
+    };
+    let mut ahead = 0u64;
+    let mut raw_left = raw_len;
+    for _ in 0..n_chunks {
+        let raw = raw_left.min(chunk as u64);
+        raw_left -= raw;
+        let mut len = [0u8; 4];
+        match peeker.get(&mut *r.src, ahead, &mut len)? {
+            None => return Ok(()),
+            Some(false) => return Err(lie("the file ends first")),
+            Some(true) => {}
+        }
+        let n = u64::from(u32::from_le_bytes(len));
+        if n > codec::max_stored_len(raw as usize) as u64
+            || raw > n.saturating_mul(codec::max_ratio(codec))
+        {
+            return Err(lie(&format!(
+                "a record of {n} stored bytes for {raw} raw bytes"
+            )));
+        }
+        ahead += 4 + n;
+    }
+    let mut end = [0u8; BLOCK];
+    match peeker.get(&mut *r.src, ahead + pad_len(ahead), &mut end)? {
+        None => Ok(()),
+        Some(false) => Err(lie("no end record after them")),
+        Some(true) => {
+            if end[0..4] != END_MAGIC || le_u32(&end, 4) != index || le_u64(&end, 8) != ahead {
+                Err(lie("the end record does not follow them"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Where decoded chunks of a compressed payload go.
 enum Outs<'a> {
     /// Consecutive slices of the destination.
@@ -373,6 +603,11 @@ fn read_payload<S: Source + ?Sized>(
                 Ok((raw_len, 0, false))
             }
             Dest::Verify => {
+                if raw_len >= MAP_VERIFY_MIN
+                    && let Some(digest) = r.hash_mapped(raw_len, offset)?
+                {
+                    return Ok((raw_len, digest, true));
+                }
                 let mut hasher = Xxh3::new();
                 let mut scratch = vec![0u8; raw_len.min(PIECE as u64) as usize];
                 let mut left = raw_len;
@@ -436,7 +671,9 @@ fn read_payload<S: Source + ?Sized>(
                     let mut len = [0u8; 4];
                     r.fill(&mut len, "chunk length", offset)?;
                     let n = u32::from_le_bytes(len) as usize;
-                    if n > codec::max_stored_len(raw) {
+                    if n > codec::max_stored_len(raw)
+                        || raw as u64 > (n as u64).saturating_mul(codec::max_ratio(head.codec))
+                    {
                         return Err(damaged(
                             format!("chunk of {n} stored bytes for {raw} raw bytes"),
                             offset,

@@ -503,3 +503,134 @@ fn inspect_decodes_compressed_chunks() {
         Err(FormatError::Codec { index: 0, .. })
     ));
 }
+
+/// Rewrite the `raw_len` of the frame whose header is at `at`, and seal the header again: a
+/// consistent lie that only the length checks can refuse.
+fn lie_about_raw_len(bytes: &mut [u8], at: usize, raw_len: u64) {
+    let mut head = [0u8; BLOCK];
+    head.copy_from_slice(&bytes[at..at + BLOCK]);
+    head[16..24].copy_from_slice(&raw_len.to_le_bytes());
+    seal(&mut head);
+    bytes[at..at + BLOCK].copy_from_slice(&head);
+}
+
+/// Fails the test if a frame reaches the sink: lengths must be refused before allocating.
+struct NoAlloc;
+
+impl Sink for NoAlloc {
+    fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError> {
+        panic!("the sink was asked for {} bytes", head.raw_len);
+    }
+}
+
+#[test]
+fn lying_raw_lens_are_refused_before_allocating() {
+    let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for codec in Codec::ALL {
+        let bytes = encode(
+            &[&data],
+            b"\x80\x05N.",
+            codec,
+            codec.default_level(),
+            1 << 16,
+        );
+        for lie in [100u64 << 30, 1 << 63, u64::MAX, 1 << 48] {
+            let mut bad = bytes.clone();
+            lie_about_raw_len(&mut bad, BLOCK, lie);
+            let err = read_container(&mut Cursor::new(&bad), &mut NoAlloc).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    FormatError::Damaged { .. } | FormatError::Truncated { .. }
+                ),
+                "{codec:?} {lie}: {err}"
+            );
+            // Files too.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("lie.jrs");
+            std::fs::write(&path, &bad).unwrap();
+            let mut file = std::fs::File::open(&path).unwrap();
+            assert!(read_container(&mut file, &mut NoAlloc).is_err());
+        }
+    }
+}
+
+#[test]
+fn chunks_claiming_more_than_their_codec_ratio_are_damaged() {
+    // A frame of zeros compresses well, but each chunk record stays within its codec's
+    // ratio; claiming a bigger last chunk than its stored bytes can hold is damage.
+    let zeros = vec![0u8; 1 << 20];
+    for codec in [Codec::Zlib, Codec::Lz4, Codec::Zstd] {
+        let bytes = encode(
+            &[&zeros],
+            b"\x80\x05N.",
+            codec,
+            codec.default_level(),
+            1 << 20,
+        );
+        assert!(decode(&bytes).is_ok(), "{codec:?}");
+        let mut bad = bytes.clone();
+        // One chunk of 64 MiB announced: beyond what the stored chunk can hold.
+        let mut head = [0u8; BLOCK];
+        head.copy_from_slice(&bad[BLOCK..2 * BLOCK]);
+        head[12..16].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        head[16..24].copy_from_slice(&(64u64 << 20).to_le_bytes());
+        seal(&mut head);
+        bad[BLOCK..2 * BLOCK].copy_from_slice(&head);
+        let mut sink = VecSink::new();
+        let err = read_container(&mut Cursor::new(&bad), &mut sink).unwrap_err();
+        assert!(err.to_string().contains("raw"), "{codec:?}: {err}");
+    }
+}
+
+/// A stream that cannot seek nor read ahead, but knows how many bytes it holds at most (a
+/// Python file object over a regular file).
+struct BoundedStream {
+    inner: Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for BoundedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Source for BoundedStream {
+    fn bound(&mut self) -> Option<u64> {
+        Some(self.inner.get_ref().len() as u64 - self.inner.position())
+    }
+}
+
+#[test]
+fn streams_with_a_known_bound_refuse_lying_lengths_before_allocating() {
+    let data: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for codec in [Codec::None, Codec::Zstd, Codec::Lz4] {
+        let bytes = encode(
+            &[&data],
+            b"\x80\x05N.",
+            codec,
+            codec.default_level(),
+            1 << 16,
+        );
+        let mut ok = BoundedStream {
+            inner: Cursor::new(bytes.clone()),
+        };
+        assert!(
+            read_container(&mut ok, &mut VecSink::new()).is_ok(),
+            "{codec:?}"
+        );
+        let mut bad = bytes.clone();
+        lie_about_raw_len(&mut bad, BLOCK, 100 << 30);
+        let mut stream = BoundedStream {
+            inner: Cursor::new(bad),
+        };
+        let err = read_container(&mut stream, &mut NoAlloc).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Damaged { .. } | FormatError::Truncated { .. }
+            ),
+            "{codec:?}: {err}"
+        );
+    }
+}

@@ -337,15 +337,58 @@ impl Drop for TempGuard {
     }
 }
 
+/// Follow `path` through symbolic links (relative targets resolve against the link's folder)
+/// to the path that is actually written: `dump` to a link replaces the link's target and
+/// keeps the link, as writing through it with `open(path, 'wb')` would.
+fn resolve_links(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(parent) if target.is_relative() => parent.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
+/// Give the new file `file` the permission bits of the file it replaces, and its owner and
+/// group when allowed (root; or a group the writer belongs to). Errors of `chown` are
+/// ignored (a user cannot give files away); errors of `chmod` are not.
+fn keep_mode(file: &File, old: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let new = file.metadata()?;
+    if (new.uid() != old.uid() || new.gid() != old.gid())
+        && std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid())).is_err()
+    {
+        // Not root: the group alone may still be kept (one the writer belongs to).
+        let _ = std::os::unix::fs::fchown(file, None, Some(old.gid()));
+    }
+    // After chown, which clears set-id bits.
+    file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))
+}
+
 /// Write a container to `path` atomically: a temporary file in the same folder is written,
 /// fsynced and renamed over `path`, so `path` holds either its old content or the whole new
-/// file, never part of it.
+/// file, never part of it. An existing file's permission bits (and owner, as root) are kept;
+/// a symbolic link is written through (its target is replaced, the link stays). Temporary
+/// files of writers killed earlier in that folder are removed first (see `stale`).
 pub fn write_file_atomic(
     path: &Path,
     buffers: &[&[u8]],
     pickle: &[u8],
     opts: &WriteOptions,
 ) -> Result<u64, FormatError> {
+    let resolved = resolve_links(path)?;
+    let path = resolved.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -356,16 +399,23 @@ pub fn write_file_atomic(
             format!("{} is not a file name", path.display()),
         ))
     })?;
+    super::stale::reap_stale_temps(&dir);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(
-        ".{}.{}.jrs-tmp",
+        ".{}.{}{}",
         std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+        super::stale::TEMP_SUFFIX,
     ));
     let tmp = dir.join(tmp_name);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let mut guard = TempGuard(Some(tmp.clone()));
+    if let Ok(old) = fs::metadata(path)
+        && old.is_file()
+    {
+        keep_mode(&file, &old)?;
+    }
     let mut w = BufWriter::with_capacity(1 << 20, SyncingWriter::new(file, opts.durable));
     let n = write_container(&mut w, buffers, pickle, opts)?;
     let syncing = w

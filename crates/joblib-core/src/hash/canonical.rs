@@ -23,7 +23,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::HashError;
 use super::blob::{BlobSource, encode_blob};
-use super::digest::{Algorithm, Digest};
+use super::digest::{Algorithm, Digest, Stream};
 
 /// Bumped whenever the encoding changes; golden values in the tests pin each version.
 pub const FORMAT_VERSION: u8 = 1;
@@ -131,11 +131,18 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Bytes a frame buffers before they go into its streaming digest: a frame's memory stays
+/// bounded however many items it holds (a huge list, an endless reducer iterator). The
+/// digest is the same as of the whole frame at once.
+const SPILL: usize = 1 << 20;
+
 #[derive(Debug)]
 struct Frame {
     kind: NodeKind,
     id: Option<usize>,
     buf: Vec<u8>,
+    /// The digest state of the bytes already spilled out of `buf`, if any.
+    spilled: Option<Stream>,
     /// Unordered frames only: digests of finished entries.
     entries: Vec<Digest>,
     /// Unordered frames only: bytes of the entry being written.
@@ -162,6 +169,7 @@ impl CanonicalHasher {
             kind: NodeKind::Root,
             id: None,
             buf: root,
+            spilled: None,
             entries: Vec::new(),
             entry: None,
         };
@@ -184,11 +192,20 @@ impl CanonicalHasher {
     }
 
     fn sink(&mut self) -> &mut Vec<u8> {
+        let algo = self.algo;
         let last = self.stack.len() - 1;
         let top = &mut self.stack[last];
         match top.entry.as_mut() {
             Some(entry) => entry,
-            None => &mut top.buf,
+            None => {
+                if top.buf.len() >= SPILL {
+                    top.spilled
+                        .get_or_insert_with(|| algo.stream())
+                        .update(&top.buf);
+                    top.buf.clear();
+                }
+                &mut top.buf
+            }
         }
     }
 
@@ -330,6 +347,7 @@ impl CanonicalHasher {
             kind,
             id,
             buf,
+            spilled: None,
             entries: Vec::new(),
             entry: None,
         });
@@ -384,7 +402,13 @@ impl CanonicalHasher {
                 frame.buf.extend_from_slice(d.as_bytes());
             }
         }
-        let digest = self.algo.digest(&frame.buf);
+        let digest = match frame.spilled.take() {
+            Some(mut stream) => {
+                stream.update(&frame.buf);
+                stream.finish()
+            }
+            None => self.algo.digest(&frame.buf),
+        };
         if let Some(id) = frame.id {
             self.memo.insert(id, Memo::Done(digest));
         }
@@ -394,11 +418,24 @@ impl CanonicalHasher {
     }
 
     /// The final digest. Fails if a container is still open.
-    pub fn finish(self) -> Result<Digest, HashError> {
-        match self.stack.as_slice() {
-            [root] if root.entry.is_none() => Ok(self.algo.digest(&root.buf)),
-            _ => Err(HashError::Unbalanced("finish with open containers")),
+    pub fn finish(mut self) -> Result<Digest, HashError> {
+        let unbalanced = HashError::Unbalanced("finish with open containers");
+        if self.stack.len() != 1 {
+            return Err(unbalanced);
         }
+        let Some(root) = self.stack.pop() else {
+            return Err(unbalanced);
+        };
+        if root.entry.is_some() {
+            return Err(unbalanced);
+        }
+        Ok(match root.spilled {
+            Some(mut stream) => {
+                stream.update(&root.buf);
+                stream.finish()
+            }
+            None => self.algo.digest(&root.buf),
+        })
     }
 }
 

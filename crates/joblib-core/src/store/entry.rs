@@ -176,7 +176,13 @@ impl Staging {
                 ensure_dir(parent)?;
             }
             match fs::create_dir(&temp) {
-                Ok(()) => break,
+                Ok(()) => {
+                    // Leftovers of writers killed earlier in this function folder.
+                    if let Some(parent) = entry_dir.parent() {
+                        super::owned::reap_dead_leftovers(parent);
+                    }
+                    break;
+                }
                 Err(e) if attempts < 5 && e.kind() == ErrorKind::NotFound => attempts += 1,
                 Err(e) => return Err(e).ctx("create", &temp),
             }

@@ -28,6 +28,7 @@
 mod entry;
 mod layout;
 mod lock;
+mod owned;
 mod scan;
 
 use std::io;
@@ -39,6 +40,10 @@ pub use layout::{
     lock_path,
 };
 pub use lock::{EntryLock, try_lock_for};
+pub use owned::{
+    ClearReport, MARKER, STORE_VERSION, clear_entry, clear_tree, has_marker, is_leftover_name,
+    is_owned_entry, looks_like_store, marker_text, reap_dead_leftovers, write_marker,
+};
 pub use scan::{
     ItemInfo, Limits, reduce_size, remove_stale_temps, scan_items, select_for_deletion,
 };

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::entry::remove_entry;
-use super::layout::{OUTPUT, TEMP_PREFIX, TRASH_PREFIX, is_entry_name, lock_path};
+use super::layout::METADATA;
+use super::layout::{OUTPUT, is_entry_name, lock_path};
 use super::lock::try_lock_for;
+use super::owned::is_leftover_name;
 
 /// One cached entry as seen by [`scan_items`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,7 @@ fn walk(dir: &Path, stale: Option<(SystemTime, Duration)>) -> (Vec<ItemInfo>, Ve
     for item in listing.filter_map(Result::ok) {
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(TEMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+        if is_leftover_name(name) {
             if let Some((now, age)) = stale
                 && is_older(&item, now, age)
             {
@@ -96,18 +98,22 @@ fn is_older(item: &fs::DirEntry, now: SystemTime, age: Duration) -> bool {
         .is_some_and(|a| a >= age)
 }
 
-/// Size and last access of one entry: one listing and one `stat` per file.
+/// Size and last access of one entry: one listing and one `stat` per file. A folder holding
+/// files the store does not write is not an entry (never evicted).
 fn entry_info(dir: &Path) -> Option<ItemInfo> {
     let mut size = 0;
     let mut output_atime = None;
     for item in fs::read_dir(dir).ok()? {
         let item = item.ok()?;
         let meta = item.metadata().ok()?;
-        if meta.is_file() {
-            size += meta.len();
-            if item.file_name() == OUTPUT {
-                output_atime = meta.accessed().ok();
-            }
+        let name = item.file_name();
+        let name = name.to_str()?;
+        if !meta.is_file() || !(name == OUTPUT || name == METADATA || is_leftover_name(name)) {
+            return None;
+        }
+        size += meta.len();
+        if name == OUTPUT {
+            output_atime = meta.accessed().ok();
         }
     }
     let last_access = match output_atime {
@@ -330,15 +336,36 @@ mod tests {
     #[test]
     fn stale_temps_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::create_dir_all(dir.path().join("m/f/.tmp-abc")).expect("mkdir");
-        fs::write(dir.path().join("m/f/.tmp-code"), b"x").expect("write");
+        // Named after this (live) process: only the age sweep may take them.
+        let me = std::process::id();
+        fs::create_dir_all(dir.path().join(format!("m/f/.tmp-abc-{me}-0-0badcafe")))
+            .expect("mkdir");
+        fs::write(dir.path().join(format!("m/f/.tmp-code.py-{me}-1-ff")), b"x").expect("write");
+        // Dot-names of the user's that merely look alike stay.
+        fs::create_dir_all(dir.path().join("m/f/.tmp-notes")).expect("mkdir");
         commit(&dir.path().join("m/f").join(key(1)), 1, SystemTime::now());
         assert_eq!(remove_stale_temps(dir.path(), Duration::from_secs(3600)), 0);
         assert_eq!(remove_stale_temps(dir.path(), Duration::ZERO), 2);
+        assert!(dir.path().join("m/f/.tmp-notes").exists());
         assert_eq!(scan_items(dir.path()).len(), 1);
-        fs::create_dir_all(dir.path().join("m/.trash-x/deep")).expect("mkdir");
+        fs::create_dir_all(dir.path().join("m/.trash-x-1-2-3/deep")).expect("mkdir");
         assert!(reduce_size(dir.path(), Limits::default(), Duration::ZERO).is_empty());
-        assert!(!dir.path().join("m/.trash-x").exists());
+        assert!(!dir.path().join("m/.trash-x-1-2-3").exists());
         assert_eq!(scan_items(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn folders_with_foreign_files_are_not_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join("f").join(key(1));
+        commit(&entry, 1, SystemTime::now());
+        fs::write(entry.join("thesis.tex"), b"mine").expect("write");
+        assert!(scan_items(dir.path()).is_empty());
+        let limits = Limits {
+            items: Some(0),
+            ..Limits::default()
+        };
+        assert!(reduce_size(dir.path(), limits, Duration::ZERO).is_empty());
+        assert!(entry.join("thesis.tex").exists());
     }
 }

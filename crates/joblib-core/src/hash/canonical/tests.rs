@@ -244,3 +244,25 @@ fn golden_values_are_stable() {
         "e3c5a5b1e092c71c262bae037e869bc8b571d54e"
     );
 }
+
+#[test]
+fn big_frames_spill_into_the_same_digest() {
+    // 300k ints make a 2.7 MB list frame: it spills into a streaming digest, which must give
+    // the value of digesting the whole frame at once.
+    let items: Vec<i64> = (0..300_000).collect();
+    for algo in [Algorithm::Xxh3, Algorithm::Md5, Algorithm::Sha1] {
+        let got = hex(algo, |h| list_of_ints(h, 1, &items));
+        let mut frame = vec![NodeKind::List as u8];
+        for i in &items {
+            frame.push(tag::INT);
+            frame.extend_from_slice(&i.to_le_bytes());
+        }
+        let mut root = MAGIC.to_vec();
+        root.push(FORMAT_VERSION);
+        root.push(NodeKind::Root as u8);
+        root.push(tag::NODE);
+        root.extend_from_slice(algo.digest(&frame).as_bytes());
+        assert_eq!(got, algo.digest(&root).to_hex(), "{algo}");
+        assert!(frame.len() > 2 * SPILL);
+    }
+}
