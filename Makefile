@@ -21,13 +21,14 @@ install: $(PY)
 demo: install
 	$(PY) demo/demo.py
 
-## Every test: formatting, lints, type hints, the Rust core's tests, ruff, pytest.
+## Every test: formatting (cargo fmt, ruff format), lints, type hints, the Rust core's tests, ruff, pytest.
 test: install lint typecheck rust-test py-test
 
 lint: $(PY)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benchmarks demo
+	$(VENV)/bin/ruff format --check python tests benchmarks demo
 
 ## The public API's type hints (py.typed, _core.pyi) against a typed usage example.
 typecheck: $(PY)

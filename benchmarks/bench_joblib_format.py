@@ -103,8 +103,8 @@ def main() -> None:
                         "joblib.dump": lambda p, v=value, c=compress: joblib.dump(
                             v, p, compress=c
                         ),
-                        "joblib_rs format='joblib'": lambda p, v=value, c=compress: (
-                            joblib_rs.dump(v, p, compress=c, format="joblib")
+                        "joblib_rs format='joblib'": lambda p, v=value, c=compress: joblib_rs.dump(
+                            v, p, compress=c, format="joblib"
                         ),
                     },
                     folder,

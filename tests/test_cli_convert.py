@@ -101,12 +101,20 @@ def test_object_arrays_need_allow_numpy_object(tmp_path: Path) -> None:
 def test_usage_errors_are_status_2(tmp_path: Path) -> None:
     src = tmp_path / "in.jrs"
     joblib_rs.dump(1, src)
-    assert_error(run_cli("convert", str(src), str(tmp_path / "o"), "--compress", "zstd",
-                         "--to", "joblib"), 2, "zstd", "joblib format")
-    assert_error(run_cli("convert", str(src), str(tmp_path / "o"), "--compress", "zlib:12"),
-                 2, "invalid level")
-    assert_error(run_cli("convert", str(src), str(tmp_path / "o"), "--allow", "nodots"),
-                 2, "--allow")
+    assert_error(
+        run_cli("convert", str(src), str(tmp_path / "o"), "--compress", "zstd", "--to", "joblib"),
+        2,
+        "zstd",
+        "joblib format",
+    )
+    assert_error(
+        run_cli("convert", str(src), str(tmp_path / "o"), "--compress", "zlib:12"),
+        2,
+        "invalid level",
+    )
+    assert_error(
+        run_cli("convert", str(src), str(tmp_path / "o"), "--allow", "nodots"), 2, "--allow"
+    )
     assert_error(run_cli("convert", str(src), str(src)), 2, "input file")
     code, _out, err = run_cli("convert", str(src), str(tmp_path / "o"), "--to", "npz")
     assert code == 2 and "invalid choice" in err

@@ -25,8 +25,19 @@ def traced_dump(tmp_path: Path, arguments: str) -> tuple[list[str], list[str]]:
     )
     trace = tmp_path / "trace"
     subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,sync_file_range,rename,renameat,"
-         "renameat2", "-o", str(trace), sys.executable, "-c", code, str(path)],
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,rename,renameat,renameat2",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-c",
+            code,
+            str(path),
+        ],
         check=True,
         timeout=120,
     )

@@ -158,7 +158,10 @@ def test_older_joblib_releases_load_every_codec(tmp_path: Path, folder: str) -> 
     env = {**os.environ, "PYTHONPATH": folder}
     out = subprocess.run(
         [sys.executable, "-c", code, *map(str, paths)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     assert not out.stdout.startswith(joblib.__version__)  # really the older release
@@ -216,8 +219,14 @@ def test_joblib_semantics_of_compress() -> None:
 
 
 def test_extension_picks_the_codec_as_joblib(tmp_path: Path) -> None:
-    for ext, codec in ((".z", "zlib"), (".gz", "gzip"), (".bz2", "bz2"), (".xz", "xz"),
-                       (".lzma", "lzma"), (".lz4", "lz4")):
+    for ext, codec in (
+        (".z", "zlib"),
+        (".gz", "gzip"),
+        (".bz2", "bz2"),
+        (".xz", "xz"),
+        (".lzma", "lzma"),
+        (".lz4", "lz4"),
+    ):
         path = tmp_path / f"f{ext}"
         joblib_rs.dump({"a": np.arange(100)}, path, format="joblib")
         assert path.read_bytes().startswith(PREFIXES[codec]), ext

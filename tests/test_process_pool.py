@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import pickle
 import signal
@@ -224,3 +225,23 @@ def test_initializer_runs_in_each_worker():
         p.terminate()
     assert {tag for tag, _ in tags} == {"configured"}
     assert {pid for _, pid in tags} == pids
+
+
+def test_events_cross_the_boundary_as_typed_values():
+    from joblib_rs import _core, _task_pickle, _worker
+
+    kinds = _core.POOL_FRAME_KINDS
+    assert kinds == {"INIT": 1, "TASK": 2, "SHUTDOWN": 3, "READY": 10, "DONE": 11, "FAILED": 12}
+    assert (_worker.INIT, _worker.TASK, _worker.DONE) == (1, 2, 11)
+    init = pickle.dumps({"sys_path": list(sys.path), "array_policy": None})
+    raw = _core.ProcessPool(1, sys.executable, ["-m", "joblib_rs._worker"], [], os.getcwd(), init)
+    try:
+        ready = raw.next_event(TIMEOUT)
+        assert ready.kind == _core.PoolEvent.READY and ready.ident == raw.pids[0]
+        assert ready.payload is None and ready.exit_how is None
+        task_id = raw.submit(_task_pickle.dumps_task(functools.partial(pow, 2, 10)))
+        done = raw.next_event(TIMEOUT)
+        assert (done.kind, done.ident) == (_core.PoolEvent.DONE, task_id)
+        assert _task_pickle.loads_result(done.payload) == 1024
+    finally:
+        raw.terminate()

@@ -296,9 +296,7 @@ def _pickle_into(value: Any, sink: _Sink, protocol: int, compressed: bool) -> No
     pickle.Pickler(sink, protocol=protocol).dump(value)
 
 
-def _write_to(
-    out: Any, value: Any, method: str | None, level: int, protocol: int
-) -> None:
+def _write_to(out: Any, value: Any, method: str | None, level: int, protocol: int) -> None:
     """Write the whole file into the binary file object ``out``."""
     if method is None:
         sink = _Sink(out, None)
@@ -385,4 +383,3 @@ def _fsync_folder(folder: str) -> None:
         pass
     finally:
         os.close(fd)
-

@@ -338,6 +338,19 @@ class SharedResult:
         return NotImplemented
 
 
+def reduce_result_array(array: Any, folder: str, max_nbytes: int) -> Any:
+    """Reduction of a result array in a worker: a file in ``folder`` when at least
+    ``max_nbytes``, a reference when backed by a file, else ``NotImplemented``."""
+    np = _numpy()
+    if type(array) is np.memmap:
+        backing = _backing_memmap(array)
+        if backing is not None:
+            return _memmap_reference(array, backing)
+    if type(array) is np.ndarray and array.nbytes >= max_nbytes and not array.dtype.hasobject:
+        return _share_result_array(array, folder)
+    return NotImplemented
+
+
 _reaped_bases: set[str] = set()
 _FOLDER_PREFIX = "joblib_rs_memmapping_"
 

@@ -1,16 +1,49 @@
-"""Progress bar for ``Parallel(progress=True)``: tqdm when installed, a plain one otherwise.
+"""Progress of a ``Parallel`` call: the bar of ``progress=True`` (tqdm when installed, a
+plain one otherwise) and the pacing of joblib's ``verbose`` messages.
 
-Updated by ``Parallel`` each time a batch completes; the total may be unknown until the task
-iterator is exhausted (a generator), in which case it is filled in later.
+Updated by the running call (``_call.ParallelCall``) each time a batch completes; the total
+may be unknown until the task iterator is exhausted (a generator), in which case it is filled
+in later.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
+from math import floor, log10, sqrt
 from typing import Any, TextIO
 
-__all__ = ["make_progress_bar"]
+__all__ = [
+    "make_progress_bar",
+    "report_progress",
+    "short_format_time",
+    "verbosity_filter",
+    "warn_exit_early",
+]
+
+
+def verbosity_filter(index: int, verbose: int) -> bool:
+    """True to skip the progress message of batch ``index``.
+
+    Messages get sparser as the index grows (the gap grows as its square root); above 10
+    every batch is reported.
+    """
+    if not verbose:
+        return True
+    if verbose > 10:
+        return False
+    if index == 0:
+        return False
+    scale = 0.5 * (11 - verbose) ** 2
+    return int(sqrt((index + 1) / scale)) == int(sqrt(index / scale))
+
+
+def short_format_time(t: float) -> str:
+    """Elapsed time as joblib prints it: ``'  0.6s'`` or ``' 1.5min'``."""
+    if t > 60:
+        return f"{t / 60.0:4.1f}min"
+    return f" {t:5.1f}s"
 
 
 class PlainProgressBar:
@@ -84,3 +117,69 @@ def make_progress_bar(total: int | None) -> Any:
         return _TqdmProgressBar(total)
     except ImportError:
         return PlainProgressBar(total)
+
+
+def report_progress(call: Any) -> None:
+    """Report a running call's progress (``_call.ParallelCall``), at a frequency set by
+    ``verbose``; update its progress bar."""
+    if call.progress_bar is not None:
+        call.progress_bar.update_to(call.n_completed_tasks)
+    verbose = call.parallel.verbose
+    if not verbose or call.finished_printed:
+        return
+    print_ = call.parallel._print
+    width = floor(log10(call.n_tasks)) + 1 if call.n_tasks else 3
+    elapsed = time.time() - call.start_time
+    if call.is_completed():
+        call.finished_printed = True
+        print_(
+            f"Done {call.n_completed_tasks:{width}d} out of {call.n_completed_tasks:{width}d}"
+            f" | elapsed: {short_format_time(elapsed)} finished"
+        )
+        return
+    index = call.n_completed_tasks
+    if call.original_iterator is not None:
+        # Still reading the input: the total may be unknown.
+        if verbosity_filter(call.n_dispatched_batches, verbose):
+            return
+        fmt_time = f"| elapsed: {short_format_time(elapsed)}"
+        if call.n_tasks is not None:
+            print_(f"Done {index:{width}d} out of {call.n_tasks:{width}d} {fmt_time}")
+        else:
+            pad = " " * (len("out of ") + width - len("tasks"))
+            print_(f"Done {index:{width}d} tasks {pad}{fmt_time}")
+        return
+    total = call.n_dispatched_tasks
+    if index != 0:
+        # Everything is dispatched: report about `verbose` times until the end.
+        cursor = total - index + 1 - call.pre_dispatch_amount
+        frequency = (total // verbose) + 1
+        if index + 1 == total or cursor % frequency:
+            return
+    remaining = (elapsed / max(index, 1)) * (total - index)
+    print_(
+        f"Done {index:{width}d} out of {total:{width}d} | elapsed: "
+        f"{short_format_time(elapsed)} remaining: {short_format_time(remaining)}"
+    )
+
+
+def warn_exit_early(call: Any) -> None:
+    """Warn that a call ended early: results computed but not read, or tasks cancelled."""
+    unread = call.n_completed_tasks - call.nb_consumed
+    completed = call.is_completed()
+    msg = ""
+    if unread:
+        msg += f"{unread} tasks have been successfully executed  but not used."
+        if not completed:
+            msg += " Additionally, "
+    if not completed:
+        msg += (
+            f"{call.n_dispatched_tasks - call.n_completed_tasks} tasks which were still "
+            "being processed by the workers have been cancelled."
+        )
+    if msg:
+        msg += (
+            " You could benefit from adjusting the input task iterator to limit "
+            "unnecessary computation time."
+        )
+        warnings.warn(msg, stacklevel=3)

@@ -1,11 +1,12 @@
 """A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``.
 
 The Rust pool starts this module with its socket on file descriptor 3 and speaks
-length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's settings, then TASK
-frames holding cloudpickled callables. Each task is answered by a DONE frame (the pickled
-return value) or a FAILED frame (the pickled exception and its formatted traceback). The worker
-exits when its socket closes or on a SHUTDOWN frame; Linux's parent-death signal ends it if
-the parent dies mid-task.
+length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's settings (among
+them the array policy for results), then TASK frames holding pickled callables. Each task is
+answered by a DONE frame (the return value, pickled once by ``_task_pickle.dumps_result``) or
+a FAILED frame (``_task_pickle.dumps_failure``: the exception and its formatted traceback).
+The worker exits when its socket closes or on a SHUTDOWN frame; Linux's parent-death signal
+ends it if the parent dies mid-task.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import signal
 import socket
 import struct
 import sys
-import traceback
 from typing import BinaryIO
+
+from joblib_rs import _core
+from joblib_rs._task_pickle import ArrayPolicy, dumps_failure, dumps_result, loads_task
 
 WORKER_FD = 3
 HEADER = struct.Struct("<QBQ")  # length of the rest, kind, task id
-INIT, TASK, SHUTDOWN = 1, 2, 3
-READY, DONE, FAILED = 10, 11, 12
+# Frame kinds are defined once, in Rust (joblib-core's FrameKind).
+_KINDS = _core.POOL_FRAME_KINDS
+INIT, TASK, SHUTDOWN = _KINDS["INIT"], _KINDS["TASK"], _KINDS["SHUTDOWN"]
+READY, DONE, FAILED = _KINDS["READY"], _KINDS["DONE"], _KINDS["FAILED"]
 
 
 def _read_frame(stream: BinaryIO) -> tuple[int, int, bytes] | None:
@@ -46,25 +51,8 @@ def _send(sock: socket.socket, kind: int, task_id: int, payload: bytes = b"") ->
         sock.sendall(payload)
 
 
-def _dumps(obj: object) -> bytes:
-    from joblib_rs import _task_pickle
-
-    return _task_pickle.dumps(obj)
-
-
-def _failure_payload(exc: BaseException) -> bytes:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        return _dumps((exc, text))
-    except Exception:
-        # The exception itself cannot travel: send its type and message instead.
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return _dumps(
-            (RuntimeError(f"{name}: {exc} (the original exception could not be pickled)"), text)
-        )
-
-
-def _apply_init(settings: dict) -> None:
+def _apply_init(settings: dict) -> ArrayPolicy | None:
+    """Applies the parent's settings; returns the array policy for results."""
     sys.path[:] = settings.get("sys_path", sys.path)
     authkey = settings.get("authkey")
     if authkey is not None:
@@ -75,6 +63,7 @@ def _apply_init(settings: dict) -> None:
     if initializer is not None:
         func, args = pickle.loads(initializer)
         func(*args)
+    return settings.get("array_policy")
 
 
 def main() -> None:
@@ -87,7 +76,7 @@ def main() -> None:
     first = _read_frame(stream)
     if first is None or first[0] != INIT:
         return
-    _apply_init(pickle.loads(first[2]))
+    policy = _apply_init(pickle.loads(first[2]))
     _send(sock, READY, 0, str(os.getpid()).encode())
     while True:
         frame = _read_frame(stream)
@@ -95,18 +84,14 @@ def main() -> None:
             return
         _, task_id, payload = frame
         try:
-            result = pickle.loads(payload)()
+            result = loads_task(payload)()
         except BaseException as exc:  # every failure goes back to the parent
-            reply_kind, reply = FAILED, _failure_payload(exc)
+            reply_kind, reply = FAILED, dumps_failure(exc)
         else:
             try:
-                reply_kind, reply = DONE, _dumps(result)
+                reply_kind, reply = DONE, dumps_result(result, policy)
             except BaseException as exc:
-                error = pickle.PicklingError(
-                    f"Could not pickle the result of the task ({type(result).__qualname__}): {exc}"
-                )
-                error.__cause__ = exc
-                reply_kind, reply = FAILED, _failure_payload(error)
+                reply_kind, reply = FAILED, dumps_failure(exc)
             del result
         try:
             _send(sock, reply_kind, task_id, reply)

@@ -19,7 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HASH_FORMAT_VERSION", joblib_core::hash::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(hash::hash, m)?)?;
-    m.add_class::<pool::PyProcessPool>()?;
+    pool::register(m)?;
     m.add_class::<joblib_stream::PyStreamEncoder>()?;
     store::register(m)?;
     persist::register(m)?;

@@ -1,14 +1,20 @@
 //! `ProcessPool`: the Rust worker pool, seen from Python.
 //!
+//! ```text
+//!  _process_pool.ProcessPool ── submit(bytes) ──► ProcessPool (joblib-core) ══► workers
+//!        result thread ◄── PoolEvent (kind, ident, payload | exit) ◄── next_event()
+//!  _worker.py reads the frame kind numbers from POOL_FRAME_KINDS (FrameKind::ALL)
+//! ```
+//!
 //! Payloads are opaque bytes both ways (the Python side pickles). Every call that may block —
 //! starting workers, waiting for events, shutting down — releases the GIL.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use joblib_core::pool::{Event, ExitInfo, PoolError, ProcessPool, WorkerCommand};
+use joblib_core::pool::{Event, ExitInfo, FrameKind, PoolError, ProcessPool, WorkerCommand};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::errors::CoreResultExt;
 
@@ -25,6 +31,78 @@ fn exit_description(exit: ExitInfo) -> (&'static str, i32) {
         ExitInfo::Signal(sig) => ("signal", sig),
         ExitInfo::Unknown => ("unknown", 0),
     }
+}
+
+/// One event of the pool, as `ProcessPool.next_event` returns it.
+///
+/// `kind` is one of the class attributes `READY`, `DONE`, `FAILED`, `DIED`, `CLOSED`;
+/// `ident` is a worker's pid (`READY`, `DIED`) or a task id (`DONE`, `FAILED`); `payload`
+/// the pickled outcome of a task; for `DIED`, `exit_how` (`"code"`, `"signal"` or
+/// `"unknown"`), `exit_value` and the ids of the tasks it held (`lost`).
+#[pyclass(name = "PoolEvent", module = "joblib_rs._core", frozen, get_all)]
+#[derive(Debug)]
+pub struct PyPoolEvent {
+    kind: u8,
+    ident: u64,
+    payload: Option<Py<PyBytes>>,
+    exit_how: Option<&'static str>,
+    exit_value: i32,
+    lost: Vec<u64>,
+}
+
+#[pymethods]
+impl PyPoolEvent {
+    /// A worker finished its start-up (`ident`: its pid).
+    #[classattr]
+    const READY: u8 = 0;
+    /// A task returned (`payload`: its pickled value).
+    #[classattr]
+    const DONE: u8 = 1;
+    /// A task raised (`payload`: its pickled exception and traceback text).
+    #[classattr]
+    const FAILED: u8 = 2;
+    /// A worker died: the pool is broken.
+    #[classattr]
+    const DIED: u8 = 3;
+    /// The pool is shut down and drained: no event will follow.
+    #[classattr]
+    const CLOSED: u8 = 4;
+
+    fn __repr__(&self) -> String {
+        format!("PoolEvent(kind={}, ident={})", self.kind, self.ident)
+    }
+}
+
+impl PyPoolEvent {
+    fn new(kind: u8, ident: u64) -> Self {
+        Self {
+            kind,
+            ident,
+            payload: None,
+            exit_how: None,
+            exit_value: 0,
+            lost: Vec::new(),
+        }
+    }
+
+    fn with_payload(py: Python<'_>, kind: u8, task_id: u64, payload: &[u8]) -> Self {
+        Self {
+            payload: Some(PyBytes::new(py, payload).unbind()),
+            ..Self::new(kind, task_id)
+        }
+    }
+}
+
+/// Registers the pool's classes and the frame kind numbers (`POOL_FRAME_KINDS`).
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyProcessPool>()?;
+    m.add_class::<PyPoolEvent>()?;
+    let kinds = PyDict::new(m.py());
+    for kind in FrameKind::ALL {
+        kinds.set_item(kind.name(), kind as u8)?;
+    }
+    m.add("POOL_FRAME_KINDS", kinds)?;
+    Ok(())
 }
 
 #[pymethods]
@@ -61,18 +139,10 @@ impl PyProcessPool {
         self.inner.submit(payload.to_vec()).into_py_result()
     }
 
-    /// Waits for the next event, at most `timeout` seconds (`None`: no limit).
-    ///
-    /// Returns `None` on timeout, else `(kind, ident, data)`: `("ready", pid, None)`,
-    /// `("done", task_id, bytes)`, `("failed", task_id, bytes)`,
-    /// `("died", pid, (how, value, lost_task_ids))` with `how` in `code`/`signal`/`unknown`,
-    /// or `("closed", 0, None)` once the pool is shut down and drained.
+    /// Waits for the next event, at most `timeout` seconds (`None`: no limit); `None` on
+    /// timeout. After the pool is shut down and drained, every call returns a `CLOSED` event.
     #[pyo3(signature = (timeout = None))]
-    fn next_event(
-        &self,
-        py: Python<'_>,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<(&'static str, u64, Py<PyAny>)>> {
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyPoolEvent>> {
         let timeout = match timeout {
             Some(t) if !(t.is_finite() && t >= 0.0) => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -85,28 +155,25 @@ impl PyProcessPool {
         let event = match py.detach(|| self.inner.next_event(timeout)) {
             Ok(Some(event)) => event,
             Ok(None) => return Ok(None),
-            Err(PoolError::Closed(_)) => return Ok(Some(("closed", 0, py.None()))),
+            Err(PoolError::Closed(_)) => return Ok(Some(PyPoolEvent::new(PyPoolEvent::CLOSED, 0))),
             Err(other) => return Err(other).into_py_result(),
         };
         Ok(Some(match event {
-            Event::Ready { pid } => ("ready", u64::from(pid), py.None()),
-            Event::Done { task_id, payload } => (
-                "done",
-                task_id,
-                PyBytes::new(py, &payload).into_any().unbind(),
-            ),
-            Event::Failed { task_id, payload } => (
-                "failed",
-                task_id,
-                PyBytes::new(py, &payload).into_any().unbind(),
-            ),
+            Event::Ready { pid } => PyPoolEvent::new(PyPoolEvent::READY, u64::from(pid)),
+            Event::Done { task_id, payload } => {
+                PyPoolEvent::with_payload(py, PyPoolEvent::DONE, task_id, &payload)
+            }
+            Event::Failed { task_id, payload } => {
+                PyPoolEvent::with_payload(py, PyPoolEvent::FAILED, task_id, &payload)
+            }
             Event::WorkerDied { pid, exit, lost } => {
                 let (how, value) = exit_description(exit);
-                (
-                    "died",
-                    u64::from(pid),
-                    (how, value, lost).into_pyobject(py)?.into_any().unbind(),
-                )
+                PyPoolEvent {
+                    exit_how: Some(how),
+                    exit_value: value,
+                    lost,
+                    ..PyPoolEvent::new(PyPoolEvent::DIED, u64::from(pid))
+                }
             }
         }))
     }

@@ -33,6 +33,28 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Every kind, for the bindings (the Python worker reads the kind numbers from here).
+    pub const ALL: [FrameKind; 6] = [
+        Self::Init,
+        Self::Task,
+        Self::Shutdown,
+        Self::Ready,
+        Self::Done,
+        Self::Failed,
+    ];
+
+    /// The name of the kind, as in `docs/pool.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Init => "INIT",
+            Self::Task => "TASK",
+            Self::Shutdown => "SHUTDOWN",
+            Self::Ready => "READY",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+        }
+    }
+
     fn from_byte(b: u8) -> Result<Self, PoolError> {
         Ok(match b {
             1 => Self::Init,
@@ -140,6 +162,17 @@ mod tests {
             FrameKind::Shutdown
         );
         assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_decodes_to_itself() {
+        let mut names: Vec<&str> = FrameKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FrameKind::ALL.len());
+        for kind in FrameKind::ALL {
+            assert_eq!(FrameKind::from_byte(kind as u8).unwrap(), kind);
+        }
     }
 
     #[test]

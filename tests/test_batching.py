@@ -1,0 +1,73 @@
+"""Batches: the measured auto-batching policy, sizes learned per function, and the compact
+form in which a batch of one function travels to a worker."""
+
+import math
+import operator
+import pickle
+
+from joblib_rs import Parallel, delayed
+from joblib_rs._backends import LokyBackend, SequentialBackend, ThreadingBackend
+from joblib_rs._backends.base import MeasuredBatchingMixin
+from joblib_rs._batch import BatchedCalls, learned_batch_size, remember_batch_size
+
+NESTED = (SequentialBackend(nesting_level=1), None)
+
+
+def test_measured_policy_jumps_to_the_size_the_measurement_asks_for():
+    class Policy(MeasuredBatchingMixin, SequentialBackend):
+        MIN_IDEAL_BATCH_DURATION = 0.2
+        MAX_IDEAL_BATCH_DURATION = 2.0
+
+    policy = Policy()
+    assert policy.compute_batch_size() == 1
+    policy.batch_completed(1, 0.001)  # 1 ms for one task: 400 last 0.4 s at most
+    assert policy.compute_batch_size() == 400
+    policy.batch_completed(400, 0.3)  # within the ideal range: keep it
+    assert policy.compute_batch_size() == 400
+    policy.batch_completed(400, 10.0)  # mean 0.8 * 0.3 + 0.2 * 10 = 2.24 s: shrink, as joblib
+    assert policy.compute_batch_size() == 70  # 2 * int(400 * 0.2 / 2.24)
+    policy.seed_batch_size(64)
+    assert policy.effective_batch_size == 64 == policy.compute_batch_size()
+
+
+def test_learned_sizes_are_kept_per_backend_type_and_function():
+    remember_batch_size(ThreadingBackend(), math.hypot, 123)
+    assert learned_batch_size(ThreadingBackend(), math.hypot) == 123
+    assert learned_batch_size(LokyBackend(), math.hypot) is None
+    for i in range(300):  # bounded: the oldest entries go
+        remember_batch_size(ThreadingBackend(), type(f"F{i}", (), {}), i + 1)
+    assert learned_batch_size(ThreadingBackend(), math.hypot) is None
+
+
+def test_an_auto_batched_call_leaves_its_size_for_the_next_call_of_the_function():
+    p = Parallel(n_jobs=2)
+    assert p(delayed(operator.neg)(i) for i in range(3000)) == [-i for i in range(3000)]
+    learned = learned_batch_size(LokyBackend(), operator.neg)
+    assert learned is not None and learned >= 1
+    # The next call starts there and still returns everything, in order.
+    again = Parallel(n_jobs=2, return_as="generator")(delayed(operator.neg)(i) for i in range(50))
+    assert list(again) == [-i for i in range(50)]
+
+
+def test_explicit_batch_sizes_are_not_learned():
+    Parallel(n_jobs=2, batch_size=7)(delayed(operator.pos)(i) for i in range(100))
+    assert learned_batch_size(LokyBackend(), operator.pos) is None
+
+
+def test_a_batch_of_one_function_travels_compactly_and_runs_the_same():
+    batch = BatchedCalls([(pow, (i, 2), {}) for i in range(5)], NESTED)
+    loaded = pickle.loads(pickle.dumps(batch))
+    assert loaded._items is None  # not materialised in the worker
+    assert loaded() == [0, 1, 4, 9, 16] and len(loaded) == 5
+    assert loaded.items == [(pow, (i, 2), {}) for i in range(5)]
+    single = pickle.loads(pickle.dumps(BatchedCalls([(abs, (-i,), {}) for i in range(4)], NESTED)))
+    assert single() == [0, 1, 2, 3]
+
+
+def test_mixed_functions_or_keyword_arguments_travel_as_triples():
+    mixed = BatchedCalls([(abs, (-1,), {}), (pow, (2, 3), {})], NESTED)
+    keywords = BatchedCalls([(int, ("11",), {"base": 2})], NESTED)
+    for batch, expected in ((mixed, [1, 8]), (keywords, [3])):
+        loaded = pickle.loads(pickle.dumps(batch))
+        assert loaded._items is not None
+        assert loaded() == expected
