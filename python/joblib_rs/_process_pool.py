@@ -47,6 +47,7 @@ __all__ = [
     "acquire_pool",
     "discard_pool",
     "release_pool",
+    "shutdown_reusable_pool",
     "worker_environment",
 ]
 
@@ -424,3 +425,9 @@ def discard_pool(pool: ProcessPool) -> None:
     """Kill a pool whose workers may be busy with cancelled tasks; the next call gets a
     fresh one."""
     _reusable_pool.discard(pool)
+
+
+def shutdown_reusable_pool() -> None:
+    """Terminate the reusable pool now (``get_reusable_executor().shutdown()``): the next
+    call starts fresh workers (e.g. after the parent's environment changed)."""
+    _reusable_pool.shutdown()
