@@ -9,6 +9,7 @@ mod errors;
 mod hash;
 mod persist;
 mod pool;
+mod remote;
 mod store;
 mod unpickle;
 
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     store::register(m)?;
     persist::register(m)?;
     unpickle::register(m)?;
+    remote::register(m)?;
     Ok(())
 }

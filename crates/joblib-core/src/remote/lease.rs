@@ -20,8 +20,11 @@ pub const LEASE_SUFFIX: &str = ".lease";
 /// The outcome of [`try_acquire`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseState {
-    /// This process holds the lease: it computes.
-    Acquired,
+    /// This process created the lease: no entry was published under a live lease, so the
+    /// entry need not be looked up again before computing.
+    Created,
+    /// This process took over an expired lease: the entry may exist (look again).
+    TookOver,
     /// Another process holds it until this time (seconds since the epoch).
     Held {
         /// Expiry of the other holder's lease.
@@ -62,7 +65,7 @@ pub fn try_acquire(store: &RemoteStore, key: &str, ttl: f64, owner: &str) -> Res
     for _ in 0..3 {
         let (created, _) = store.put_if_absent(key, body(ttl, owner))?;
         if created {
-            return Ok(LeaseState::Acquired);
+            return Ok(LeaseState::Created);
         }
         let Some((data, e_tag)) = store.get_versioned(key)? else {
             // Released between the two requests: try to create it again.
@@ -93,7 +96,7 @@ pub fn try_acquire(store: &RemoteStore, key: &str, ttl: f64, owner: &str) -> Res
             }
         };
         if replaced {
-            return Ok(LeaseState::Acquired);
+            return Ok(LeaseState::TookOver);
         }
         // Someone else took it over first: it holds a fresh lease.
     }

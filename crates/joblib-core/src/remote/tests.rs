@@ -142,7 +142,7 @@ fn leases_exclude_expire_and_take_over_once() {
     let store = memory_store();
     assert_eq!(
         ok(try_acquire(&store, "f/h.lease", 60.0, "a")),
-        LeaseState::Acquired
+        LeaseState::Created
     );
     assert!(matches!(
         ok(try_acquire(&store, "f/h.lease", 60.0, "b")),
@@ -152,7 +152,7 @@ fn leases_exclude_expire_and_take_over_once() {
     ok(renew(&store, "f/h.lease", -1.0, "a"));
     assert_eq!(
         ok(try_acquire(&store, "f/h.lease", 60.0, "b")),
-        LeaseState::Acquired
+        LeaseState::TookOver
     );
     assert!(matches!(
         ok(try_acquire(&store, "f/h.lease", 60.0, "c")),
