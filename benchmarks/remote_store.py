@@ -24,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gb", type=float, default=1.0, help="GB of results read back")
     parser.add_argument("--hits", type=int, default=200, help="hits timed")
+    parser.add_argument(
+        "--range-size", type=int, default=None, help="backend option range_size (bytes)"
+    )
     args = parser.parse_args()
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -40,7 +43,8 @@ def main() -> None:
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     try:
-        memory = joblib_rs.Memory(f"s3://{bucket}/bench", verbose=0)
+        options = {} if args.range_size is None else {"range_size": args.range_size}
+        memory = joblib_rs.Memory(f"s3://{bucket}/bench", verbose=0, backend_options=options)
         backend = memory.store_backend
 
         @memory.cache

@@ -99,6 +99,7 @@ class RemoteStore:
         max_retries: int = 3,
         retry_timeout: float = 15.0,
         connect_timeout: float = 5.0,
+        range_size: int = 16777216,
     ) -> None: ...
     @property
     def requests(self) -> int: ...

@@ -67,6 +67,7 @@ _OWN_OPTIONS = frozenset(
         "max_retries",
         "retry_timeout",
         "connect_timeout",
+        "range_size",
     }
 )
 
@@ -163,7 +164,8 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
     how long a crashed computing process blocks its key), ``access_time_interval`` (default
     3600: how often a hit may record its time for ``reduce_size``), ``max_retries``,
     ``retry_timeout`` and ``connect_timeout`` (network failures surface after about
-    ``retry_timeout`` seconds).
+    ``retry_timeout`` seconds), ``range_size`` (default 16 MiB: bigger entries are read by
+    concurrent ranged GETs of this size; 0 reads each entry with one streaming GET).
     """
 
     _output_name: str = _core.REMOTE_ENTRY_NAME
@@ -207,7 +209,7 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
             raise ValueError(f"lease_ttl must be positive, got {self.lease_ttl}")
         self._timeouts = {
             key: options[key]
-            for key in ("max_retries", "retry_timeout", "connect_timeout")
+            for key in ("max_retries", "retry_timeout", "connect_timeout", "range_size")
             if options.get(key) is not None
         }
         self._cloud_options = sorted(

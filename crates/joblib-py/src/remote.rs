@@ -59,8 +59,13 @@ fn bytes_of(py: Python<'_>, chunks: &[Bytes]) -> PyResult<Py<PyBytes>> {
 impl RemoteStore {
     /// Open the store at `url`. `options` are the cloud's configuration keys (`endpoint`,
     /// `region`, `access_key_id`, `allow_http`...), on top of its environment variables.
+    /// Objects bigger than `range_size` bytes are read by concurrent ranged GETs of that size
+    /// (0: one streaming GET).
     #[new]
-    #[pyo3(signature = (url, options, max_retries=3, retry_timeout=15.0, connect_timeout=5.0))]
+    #[pyo3(signature = (
+        url, options, max_retries=3, retry_timeout=15.0, connect_timeout=5.0,
+        range_size=remote::RANGE_CHUNK
+    ))]
     fn new(
         py: Python<'_>,
         url: &str,
@@ -68,6 +73,7 @@ impl RemoteStore {
         max_retries: usize,
         retry_timeout: f64,
         connect_timeout: f64,
+        range_size: u64,
     ) -> PyResult<Self> {
         let timeouts = Timeouts {
             max_retries,
@@ -76,7 +82,8 @@ impl RemoteStore {
         };
         let inner = py
             .detach(|| CoreStore::open(url, &options, timeouts))
-            .map_err(remote_error)?;
+            .map_err(remote_error)?
+            .with_range_chunk(range_size);
         Ok(Self { inner })
     }
 

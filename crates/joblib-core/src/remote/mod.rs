@@ -160,6 +160,7 @@ pub struct RemoteStore {
     root: Path,
     runtime: tokio::runtime::Runtime,
     requests: AtomicU64,
+    range_chunk: u64,
 }
 
 /// Split `scheme://rest`, lowercasing the scheme; None for a string that is not a URL.
@@ -288,7 +289,15 @@ impl RemoteStore {
             root: Path::from(prefix.trim_matches('/')),
             runtime,
             requests: AtomicU64::new(0),
+            range_chunk: RANGE_CHUNK,
         })
+    }
+
+    /// Read objects bigger than `bytes` by concurrent ranged GETs of that size (the
+    /// default, [`RANGE_CHUNK`]); 0 reads every object with one streaming GET.
+    pub fn with_range_chunk(mut self, bytes: u64) -> Self {
+        self.range_chunk = bytes;
+        self
     }
 
     /// Requests sent so far (each GET, PUT, HEAD, DELETE, list page and multipart part;
@@ -336,15 +345,17 @@ impl RemoteStore {
 
     async fn get_async(&self, path: &Path) -> Result<Option<Vec<Bytes>>> {
         self.count(1);
+        let chunk = self.range_chunk;
         let options = GetOptions {
-            range: Some(GetRange::Bounded(0..RANGE_CHUNK)),
+            range: (chunk > 0).then_some(GetRange::Bounded(0..chunk)),
             ..Default::default()
         };
         let first = match self.store.get_opts(path, options).await {
             Ok(found) => found,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            // A zero-length object has no satisfiable range.
-            Err(e) if is_range_error(&e) => {
+            // A zero-length object has no satisfiable range; some servers answer a range
+            // with the whole object: read it whole.
+            Err(e) if chunk > 0 && is_range_error(&e) => {
                 self.count(1);
                 return match self.store.get(path).await {
                     Ok(found) => Ok(Some(vec![
@@ -364,9 +375,10 @@ impl RemoteStore {
         if got >= size {
             return Ok(Some(chunks));
         }
+        let step = chunk.max(1);
         let ranges: Vec<_> = (got..size)
-            .step_by(RANGE_CHUNK as usize)
-            .map(|start| start..(start + RANGE_CHUNK).min(size))
+            .step_by(step as usize)
+            .map(|start| start..(start + step).min(size))
             .collect();
         self.count(ranges.len() as u64);
         let store = &self.store;

@@ -96,6 +96,11 @@ fn large_objects_use_ranges_and_multipart() {
     let got = ok(store.get("big")).map(|c| c.concat());
     assert_eq!(store.requests() - before, 3);
     assert_eq!(got.as_deref(), Some(&data[..]));
+    let store = store.with_range_chunk(0);
+    let before = store.requests();
+    let got = ok(store.get("big")).map(|c| c.concat());
+    assert_eq!(store.requests() - before, 1);
+    assert_eq!(got.as_deref(), Some(&data[..]));
 }
 
 #[test]
