@@ -268,6 +268,19 @@ def test_unknown_scheme_is_an_error_not_a_folder(tmp_path: Path, monkeypatch) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gcs_and_azure_urls_configure_or_fail_clearly(monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith(("AZURE_", "GOOGLE_"))]:
+        monkeypatch.delenv(key)
+    # No request is sent before the first call: configuration alone is checked here.
+    assert isinstance(Memory("gs://bucket/p").store_backend, ObjectStoreBackend)
+    with pytest.raises(ValueError, match="Account must be specified"):
+        Memory("az://container/p")
+    azure = Memory(
+        "az://container/p", backend_options={"account_name": "acct", "use_emulator": True}
+    )
+    assert azure.store_backend.location == "az://container/p/joblib_rs"
+
+
 def test_environment_alone_configures_s3(s3_endpoint: str, bucket: str) -> None:
     memory = Memory(f"s3://{bucket}/p", verbose=0)
     assert isinstance(memory.store_backend, ObjectStoreBackend)
