@@ -331,6 +331,24 @@ def test_memory_pickles_to_a_new_client(s3_endpoint: str, bucket: str) -> None:
     assert memory.cache(abs).check_call_in_cache(-5)
 
 
+def _forked_call(memory: Memory, queue: object) -> None:
+    queue.put(memory.cache(abs)(-6))  # type: ignore[attr-defined]
+
+
+def test_forked_children_use_their_own_client(s3_endpoint: str, bucket: str) -> None:
+    import multiprocessing
+
+    memory = Memory(f"s3://{bucket}/fork", verbose=0)
+    assert memory.cache(abs)(-6) == 6  # the parent's client is in use
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forked_call, args=(memory, queue))
+    child.start()
+    assert queue.get(timeout=60) == 6
+    child.join(timeout=60)
+    assert child.exitcode == 0
+
+
 # --------------------------------------------------------------------------------------------
 # Cost model: requests per hit and per miss
 

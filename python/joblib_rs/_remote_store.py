@@ -53,6 +53,9 @@ REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "az
 DEFAULT_LEASE_TTL = 60.0
 #: A hit refreshes the entry's access-time marker at most this often per process (seconds).
 DEFAULT_ACCESS_TIME_INTERVAL = 3600.0
+#: Clients inherited through fork(): never dropped in the child, whose copy of their I/O
+#: runtime has no threads left to shut down.
+_INHERITED: list[Any] = []
 #: Leases without an entry older than this are leftovers of killed processes (seconds).
 _STALE_LEASE_AGE = 3600.0
 #: Options of this backend; every other ``backend_options`` key goes to the cloud client
@@ -243,6 +246,8 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         """This process's client (created again in a forked or unpickled copy)."""
         pid = os.getpid()
         if self._handle is None or self._pid != pid:
+            if self._handle is not None:
+                _INHERITED.append(self._handle)
             self._handle = _core.RemoteStore(self.location, self._cloud_options, **self._timeouts)
             self._pid = pid
             self._touched = {}
