@@ -418,6 +418,26 @@ def _spawn(code: str, env: dict[str, str], url: str, options: str = "{}") -> sub
     )
 
 
+def test_threads_missing_one_key_compute_once(location: str) -> None:
+    memory = Memory(location, verbose=0)
+    calls: list[int] = []
+
+    @memory.cache
+    def slow(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.3)
+        return x * 3
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(slow(5))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [15] * 6
+    assert calls == [5]
+
+
 def test_four_processes_missing_one_key_compute_once(
     tmp_path: Path, worker_env: dict[str, str], bucket: str
 ) -> None:
