@@ -37,6 +37,7 @@ from joblib_rs._func_inspect import (
     get_func_name,
     pformat,
 )
+from joblib_rs._remote_store import remote_backend_for
 from joblib_rs._store_backends import (
     CacheWarning,
     FileSystemStoreBackend,
@@ -115,8 +116,10 @@ def _store_backend_factory(
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
     if isinstance(location, str):
-        location = os.path.expanduser(location)
-        cls = _STORE_BACKENDS.get(backend)
+        # scheme://... is object storage (or an unknown scheme: ValueError), never a folder.
+        remote = remote_backend_for(location) if backend == "local" else None
+        location = location if remote is not None else os.path.expanduser(location)
+        cls = remote or _STORE_BACKENDS.get(backend)
         if cls is None:
             raise TypeError(f"Unknown location {location} or backend {backend}")
         store = cls()

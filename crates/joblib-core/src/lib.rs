@@ -10,6 +10,7 @@
 //! - [`codec`]: the compression codecs, chunked and parallel.
 //! - [`pickle`]: a bounds-checked reader of pickle opcodes, for the data-only decoder.
 //! - [`pool`]: the worker process pool behind the default `'loky'` backend.
+//! - [`remote`]: the object-storage store behind `Memory("s3://...")` (object_store crate).
 //! - [`threads`]: the fork-aware thread pool used for data-parallel work on big buffers.
 
 pub mod codec;
@@ -17,5 +18,6 @@ pub mod format;
 pub mod hash;
 pub mod pickle;
 pub mod pool;
+pub mod remote;
 pub mod store;
 pub mod threads;

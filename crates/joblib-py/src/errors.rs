@@ -163,3 +163,19 @@ pub fn not_contiguous() -> PyErr {
 pub fn unpickling_error(msg: impl Into<String>) -> PyErr {
     UnpicklingError::new_err(msg.into())
 }
+
+/// Map a remote-store error: bad URL or option → `ValueError`, damaged entry →
+/// `CorruptFileError`, missing object → `FileNotFoundError`, refused credentials →
+/// `PermissionError`, anything else from the network or the server → `OSError`.
+pub fn remote_error(err: joblib_core::remote::RemoteError) -> PyErr {
+    use joblib_core::remote::RemoteError;
+    match &err {
+        RemoteError::UnknownScheme(_)
+        | RemoteError::InvalidUrl { .. }
+        | RemoteError::UnknownOption { .. } => PyValueError::new_err(err.to_string()),
+        RemoteError::Damaged { .. } => corrupt(err.to_string()),
+        _ if err.is_not_found() => pyo3::exceptions::PyFileNotFoundError::new_err(err.to_string()),
+        _ if err.is_permission() => pyo3::exceptions::PyPermissionError::new_err(err.to_string()),
+        RemoteError::Store { .. } | RemoteError::Runtime(_) => PyOSError::new_err(err.to_string()),
+    }
+}

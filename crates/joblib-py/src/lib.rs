@@ -10,6 +10,7 @@ mod hash;
 mod joblib_stream;
 mod persist;
 mod pool;
+mod remote;
 mod store;
 mod unpickle;
 
@@ -24,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     store::register(m)?;
     persist::register(m)?;
     unpickle::register(m)?;
+    remote::register(m)?;
     Ok(())
 }
