@@ -458,25 +458,7 @@ class Loader:
                 f"BUILD on {obj!r} refused: state is set on instances only, never on a class, "
                 "module or function"
             )
-        setstate = getattr(obj, "__setstate__", None)
-        if setstate is not None and not _is_object_setstate(type(obj)):
-            setstate(state)
-            return obj
-        slotstate = None
-        if isinstance(state, tuple) and len(state) == 2:
-            state, slotstate = state
-        if state:
-            if not isinstance(state, dict):
-                raise _refuse(f"BUILD state of {type(obj).__name__} is not a dict")
-            inst_dict = obj.__dict__
-            for k, v in state.items():
-                inst_dict[sys.intern(k) if type(k) is str else k] = v
-        if slotstate:
-            if not isinstance(slotstate, dict):
-                raise _refuse(f"BUILD slot state of {type(obj).__name__} is not a dict")
-            for k, v in slotstate.items():
-                setattr(obj, k, v)
-        return obj
+        return _pickle_build(obj, state, stream)
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         """``copyreg._reconstructor`` (protocols 0-1) for allowed classes only."""
@@ -795,7 +777,7 @@ class TrustedLoader(Loader):
 
 
 def _pickle_build(obj: Any, state: Any, stream: Any) -> Any:
-    """BUILD exactly as ``pickle`` does it (for trusted files)."""
+    """BUILD as ``pickle`` does it: ``__setstate__``, else the instance dict and slots."""
     setstate = getattr(obj, "__setstate__", None)
     if setstate is not None and not _is_object_setstate(type(obj)):
         setstate(state)
@@ -803,6 +785,9 @@ def _pickle_build(obj: Any, state: Any, stream: Any) -> Any:
     slotstate = None
     if isinstance(state, tuple) and len(state) == 2:
         state, slotstate = state
+    bad_state = state and not isinstance(state, dict)
+    if bad_state or (slotstate and not isinstance(slotstate, dict)):
+        raise _refuse(f"BUILD state of {type(obj).__name__} is not a dict")
     if state:
         inst_dict = obj.__dict__
         for k, v in state.items():
