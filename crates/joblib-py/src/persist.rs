@@ -489,11 +489,16 @@ impl codec::OutputSink for ByteArraySink {
     fn spare(&mut self, min: usize) -> io::Result<&mut [u8]> {
         if self.size - self.len < min {
             let grow = min.max(self.size / 2).max(1 << 16);
-            let size = self.size.checked_add(grow).ok_or_else(|| io::Error::other("too large"))?;
+            let size = self
+                .size
+                .checked_add(grow)
+                .ok_or_else(|| io::Error::other("too large"))?;
             let old = self.size;
             Python::attach(|py| {
                 let array = self.array.bind(py);
-                array.resize(size).map_err(|e| io::Error::other(e.to_string()))?;
+                array
+                    .resize(size)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 self.ptr = array.data();
                 Ok::<(), io::Error>(())
             })?;

@@ -704,6 +704,63 @@ mod tests {
             .collect()
     }
 
+    /// A sink that hands out at most 1,000 bytes of room at a time and counts its calls.
+    #[derive(Default)]
+    struct SmallSteps {
+        data: Vec<u8>,
+        room: Vec<u8>,
+        calls: usize,
+    }
+
+    impl OutputSink for SmallSteps {
+        fn len(&self) -> usize {
+            self.data.len()
+        }
+        fn committed(&self) -> &[u8] {
+            &self.data
+        }
+        fn spare(&mut self, min: usize) -> io::Result<&mut [u8]> {
+            self.calls += 1;
+            self.room = vec![0; min.min(1000)];
+            Ok(&mut self.room)
+        }
+        fn commit(&mut self, n: usize) {
+            self.data.extend_from_slice(&self.room[..n]);
+        }
+    }
+
+    #[test]
+    fn streams_decode_into_any_sink() {
+        let mut data = b"\x80\x04".to_vec();
+        data.extend(sample(300_000));
+        for codec in ALL {
+            let stored = compress_stream(codec, 3, &data).unwrap();
+            let mut vec = VecSink::default();
+            decompress_stream_into(codec, &stored, |_| true, &mut vec).unwrap();
+            assert_eq!(vec.into_vec(), data, "{codec:?}");
+            let mut small = SmallSteps::default();
+            decompress_stream_into(codec, &stored, |_| true, &mut small).unwrap();
+            assert_eq!(small.data, data, "{codec:?}");
+            assert!(small.calls > 300, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_start_stops_decoding_at_the_prefix() {
+        let zeros = vec![0u8; 1 << 24];
+        for codec in [Codec::Zlib, Codec::Gzip, Codec::Zstd, Codec::Lz4] {
+            let stored = compress_stream(codec, 3, &zeros).unwrap();
+            let mut small = SmallSteps::default();
+            let err =
+                decompress_stream_into(codec, &stored, |s| s.first() == Some(&0x80), &mut small);
+            assert!(
+                matches!(err, Err(CodecError::Unrecognized { .. })),
+                "{codec:?}"
+            );
+            assert_eq!(small.data.len(), STREAM_PREFIX, "{codec:?}");
+        }
+    }
+
     #[test]
     fn ids_and_names_round_trip() {
         for c in ALL {
