@@ -8,7 +8,8 @@
     MemmappingPool: forward reducer for numpy arrays ≥ max_nbytes: written once per array to
                     the pool's temp folder, rebuilt in the worker as np.memmap(mmap_mode)
 
-Third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
+The ``'multiprocessing'`` backend builds its pool as a ``MemmappingPool``, as joblib's does, so
+third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
 its own ``Pool`` and lets ``MultiprocessingBackend`` instantiate ``MemmappingPool``).
 joblib-rs's own ``'loky'`` backend does not use them: its Rust pool has its own transport.
 """
