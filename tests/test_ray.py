@@ -52,6 +52,18 @@ with joblib.parallel_config(backend="ray"):
 local = cross_val_score(RandomForestClassifier(n_estimators=20, random_state=0), X, y, cv=4)
 print(len(scores), list(scores) == list(local))
 print(joblib.pool.PicklingPool.__bases__[0].__module__)
+
+
+def failing_scorer(estimator, X, y):
+    raise ValueError("scorer failed on purpose")
+
+
+try:
+    with joblib.parallel_config(backend="ray"):
+        cross_val_score(RandomForestClassifier(n_estimators=5), X, y, cv=2, n_jobs=2,
+                        scoring=failing_scorer, error_score="raise")
+except ValueError as exc:  # the fold's error, with its type, from the actor
+    print("raised", "on purpose" in str(exc), "failing_scorer" in str(exc.__cause__))
 ray.shutdown()
 """
 
@@ -73,3 +85,5 @@ def test_scikit_learn_cross_val_score_on_ray_through_install() -> None:
     assert lines[0] == "4 True", proc.stdout
     # ray's pool is what joblib-rs's MemmappingPool was built on.
     assert lines[1] == "ray.util.multiprocessing.pool", proc.stdout
+    # A fold's error comes back with its type, message and the actor's traceback.
+    assert lines[2] == "raised True True", proc.stdout
