@@ -9,8 +9,9 @@ installed the way an unmodified program gets it, ``JOBLIB_RS_INSTALL=1`` (the
 ``joblib_rs_install.pth`` hook), and each run checks which library ran.
 
 Reported per library: median wall time, median CPU time of the parent process (where the
-libraries' dispatching, callbacks and verbose output run), and the median of the per-pair
-ratios joblib / joblib-rs (> 1: joblib-rs faster). ``--profile`` prints where joblib-rs's
+libraries' dispatching, callbacks and verbose output run) and of the worker processes (from
+``/proc``: start-up imports and the fits), and the median of the per-pair ratios
+joblib / joblib-rs (> 1: joblib-rs faster). ``--profile`` prints where joblib-rs's
 parent process spends its time in one extra run (cProfile, top functions by cumulative time).
 
 Usage: ``python benchmarks/bench_sklearn_gridsearch.py [--repeat 5] [--samples 2000]``.
@@ -25,10 +26,34 @@ import subprocess
 import sys
 
 GRID = r"""
-import contextlib, io, sys, time
+import contextlib, io, os, sys, time
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
+
+
+def worker_cpu():
+    # CPU seconds of this process's descendants (the worker processes, alive between calls
+    # in both libraries), from /proc; 0 where there is no /proc.
+    if not os.path.isdir("/proc"):
+        return 0.0
+    ticks, table = os.sysconf("SC_CLK_TCK"), {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        table[int(name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    total, todo = 0.0, [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, seconds) in table.items():
+            if ppid == parent:
+                total += seconds
+                todo.append(pid)
+    return total
+
 
 if __name__ == "__main__":
     n_samples, profile = int(sys.argv[1]), sys.argv[2] == "1"
@@ -41,21 +66,22 @@ if __name__ == "__main__":
         profiler = cProfile.Profile()
         profiler.enable()
     with contextlib.redirect_stdout(io.StringIO()):
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, workers = time.perf_counter(), time.process_time(), worker_cpu()
         search.fit(x, y)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        workers = worker_cpu() - workers
     if profile:
         import pstats
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     import joblib
-    print(elapsed, cpu, round(search.best_score_, 6), joblib.Parallel.__module__)
+    print(elapsed, cpu, workers, round(search.best_score_, 6), joblib.Parallel.__module__)
 """
 
 LIBRARIES = (("joblib", False), ("joblib-rs", True))
 
 
-def _run(installed: bool, samples: int, profile: bool = False) -> tuple[float, float, str, str]:
+def _run(installed: bool, samples: int, profile: bool = False) -> tuple[float, float, float, str]:
     env = dict(os.environ)
     env.pop("JOBLIB_RS_INSTALL", None)
     if installed:
@@ -65,19 +91,20 @@ def _run(installed: bool, samples: int, profile: bool = False) -> tuple[float, f
         capture_output=True,
         text=True,
         env=env,
-        check=True,
     )
+    if proc.returncode:
+        raise SystemExit(f"the benchmark program failed:\n{proc.stderr[-3000:]}")
     if profile:
         print(proc.stderr)
     # Workers print verbose lines of their own: the measurement is the last line.
-    elapsed, cpu, score, module = proc.stdout.strip().splitlines()[-1].split()
+    elapsed, cpu, workers, score, module = proc.stdout.strip().splitlines()[-1].split()
     expected = "joblib_rs.parallel" if installed else "joblib.parallel"
     if module != expected:
         raise SystemExit(
             f"expected {expected} to run, got {module}: is joblib-rs installed with its "
             "joblib_rs_install.pth hook (a wheel install; `pip install -e` omits it)?"
         )
-    return float(elapsed), float(cpu), score, module
+    return float(elapsed), float(cpu), float(workers), score
 
 
 def main() -> None:
@@ -88,12 +115,14 @@ def main() -> None:
     opts = parser.parse_args()
     wall: dict[str, list[float]] = {name: [] for name, _ in LIBRARIES}
     cpu: dict[str, list[float]] = {name: [] for name, _ in LIBRARIES}
+    workers: dict[str, list[float]] = {name: [] for name, _ in LIBRARIES}
     scores: set[str] = set()
     for _ in range(opts.repeat):
         for name, installed in LIBRARIES:
-            elapsed, seconds, score, _ = _run(installed, opts.samples)
+            elapsed, seconds, in_workers, score = _run(installed, opts.samples)
             wall[name].append(elapsed)
             cpu[name].append(seconds)
+            workers[name].append(in_workers)
             scores.add(score)
     if len(scores) != 1:
         raise SystemExit(f"the libraries found different best scores: {sorted(scores)}")
@@ -105,7 +134,8 @@ def main() -> None:
     for name, _ in LIBRARIES:
         print(
             f"  {name:10s} wall {statistics.median(wall[name]) * 1e3:7.0f} ms"
-            f"  parent CPU {statistics.median(cpu[name]) * 1e3:6.0f} ms"
+            f"  CPU: parent {statistics.median(cpu[name]) * 1e3:5.0f} ms,"
+            f" workers {statistics.median(workers[name]) * 1e3:6.0f} ms"
             f"   runs: {[round(t, 2) for t in wall[name]]}"
         )
     pairs = [a / b for a, b in zip(wall["joblib"], wall["joblib-rs"], strict=True)]
