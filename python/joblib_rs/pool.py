@@ -8,7 +8,8 @@
     MemmappingPool: forward reducer for numpy arrays ≥ max_nbytes: written once per array to
                     the pool's temp folder, rebuilt in the worker as np.memmap(mmap_mode)
 
-Third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
+The ``'multiprocessing'`` backend builds its pool as a ``MemmappingPool``, as joblib's does, so
+third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
 its own ``Pool`` and lets ``MultiprocessingBackend`` instantiate ``MemmappingPool``).
 joblib-rs's own ``'loky'`` backend does not use them: its Rust pool has its own transport.
 """
@@ -168,7 +169,8 @@ class MemmappingPool(PicklingPool):
     temp_folder : str, optional
         Where the folder of memory-mapped arrays is made.
     max_nbytes : int or None, default=1e6
-        Arrays of at least this many bytes are memory-mapped; None disables it.
+        Arrays of at least this many bytes are memory-mapped; None disables it (and no
+        folder is made).
     mmap_mode : {'r+', 'r', 'w+', 'c'}, default='r'
         How workers open the arrays.
     forward_reducers, backward_reducers : dict, optional
@@ -193,34 +195,41 @@ class MemmappingPool(PicklingPool):
         prewarm: bool = False,
         **kwargs: Any,
     ) -> None:
-        from joblib_rs._memmapping import resolve_temp_folder
-
-        base = resolve_temp_folder(temp_folder)
-        os.makedirs(base, exist_ok=True)
-        self._temp_folder = tempfile.mkdtemp(prefix=f"joblib_rs_pool_{os.getpid()}_", dir=base)
         forward = dict(forward_reducers or {})
-        try:
-            import numpy as np
-        except ImportError:
-            np = None
+        self._temp_folder: str | None = None
+        np = None
+        if max_nbytes is not None:
+            try:
+                import numpy as np
+            except ImportError:
+                np = None
         if np is not None and max_nbytes is not None:
+            from joblib_rs._memmapping import resolve_temp_folder
+
+            base = resolve_temp_folder(temp_folder)
+            os.makedirs(base, exist_ok=True)
+            self._temp_folder = tempfile.mkdtemp(prefix=f"joblib_rs_pool_{os.getpid()}_", dir=base)
             reducer = _ArrayToMemmap(self._temp_folder, int(max_nbytes), mmap_mode)
             forward.setdefault(np.ndarray, reducer)
             forward.setdefault(np.memmap, reducer)
         try:
             super().__init__(processes, forward, backward_reducers, **kwargs)
         except BaseException:
-            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._remove_temp_folder()
             raise
+
+    def _remove_temp_folder(self) -> None:
+        if self._temp_folder is not None:
+            shutil.rmtree(self._temp_folder, ignore_errors=True)
 
     def terminate(self) -> None:
         """Stop the workers now and remove the folder of memory-mapped arrays."""
         try:
             super().terminate()
         finally:
-            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._remove_temp_folder()
 
     def join(self) -> None:
         """Wait for the workers, then remove the folder of memory-mapped arrays."""
         super().join()
-        shutil.rmtree(self._temp_folder, ignore_errors=True)
+        self._remove_temp_folder()
