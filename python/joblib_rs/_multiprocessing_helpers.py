@@ -49,5 +49,9 @@ mp: ModuleType | None = _probe()
 assert_spawning: Any
 if mp is not None:
     from multiprocessing.context import assert_spawning
+
+    from joblib_rs.externals.loky.backend.context import register_loky_context
+
+    register_loky_context()  # as importing joblib (loky) does
 else:
     assert_spawning = None
