@@ -102,3 +102,20 @@ def test_import_without_multiprocessing_runs_sequentially(tmp_path):
     done = _run(code, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0.0, 1.0, 2.0, 3.0]"
+
+
+def test_workers_are_named_and_log_like_loky_processes():
+    code = (
+        "import multiprocessing as mp\n"
+        "import joblib_rs\n"
+        "mp.util.log_to_stderr(5)\n"
+        "def name(_):\n"
+        "    return mp.current_process().name\n"
+        "if __name__ == '__main__':\n"
+        "    names = joblib_rs.Parallel(n_jobs=2)(joblib_rs.delayed(name)(i) for i in range(4))\n"
+        "    print(all(n.startswith('LokyProcess-') for n in names))\n"
+    )
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+    assert "[INFO/LokyProcess-" in done.stderr
