@@ -480,3 +480,23 @@ def test_memory_shared_by_tasks_on_different_workers(client, tmp_path):
         )
     assert [value for value, _ in again] == [x * x for x in xs]
     assert len(os.listdir(log_dir)) == 3
+
+
+def _loky_inside_a_dask_task():
+    import warnings
+
+    from joblib_rs import Parallel, delayed
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(3))
+    return out, [str(w.message) for w in record]
+
+
+def test_loky_inside_a_daemonic_dask_worker_names_the_dask_setting(client):
+    from joblib_rs._parallel_backends import inside_dask_worker
+
+    assert not inside_dask_worker()
+    out, messages = client.submit(_loky_inside_a_dask_task, pure=False).result()
+    assert out == [0, 1, 2]
+    assert len(messages) == 1 and "distributed.worker.daemon" in messages[0]

@@ -18,6 +18,7 @@ from joblib_rs._backends import (
     TimeoutError,
     default_mp_context,
 )
+from joblib_rs._backends.base import inside_dask_worker
 from joblib_rs._process_pool import _reusable_pool
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "TimeoutError",
     "_reusable_pool",
     "default_mp_context",
+    "inside_dask_worker",
 ]
