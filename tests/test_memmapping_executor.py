@@ -147,3 +147,16 @@ def test_reducers_of_a_plain_executor():
         assert calls == [4]
     finally:
         executor.shutdown()
+
+
+def test_joblib_import_paths_of_the_pool_names():
+    from joblib_rs import _parallel_backends, _store_backends, disk, executor, pool
+    from joblib_rs.externals.loky.process_executor import ShutdownExecutorError
+
+    assert _parallel_backends.MemmappingPool is pool.MemmappingPool
+    assert _parallel_backends.get_memmapping_executor is executor.get_memmapping_executor
+    assert _parallel_backends.ShutdownExecutorError is ShutdownExecutorError
+    assert _parallel_backends.cpu_count() >= 1
+    assert _store_backends.mkdirp is disk.mkdirp and _store_backends.rm_subdirs is disk.rm_subdirs
+    with pytest.raises(AttributeError):
+        _parallel_backends.NoSuchName  # noqa: B018

@@ -6,6 +6,8 @@ lifetime in ``joblib_rs._process_pool``. Third-party code importing these names 
 gets the same objects.
 """
 
+from typing import Any
+
 from joblib_rs._backends import (
     AutoBatchingMixin,
     FallbackToBackend,
@@ -19,7 +21,9 @@ from joblib_rs._backends import (
     default_mp_context,
 )
 from joblib_rs._backends.base import inside_dask_worker
+from joblib_rs._cpu import cpu_count
 from joblib_rs._process_pool import _reusable_pool
+from joblib_rs.externals.loky.process_executor import ShutdownExecutorError
 
 __all__ = [
     "AutoBatchingMixin",
@@ -29,9 +33,25 @@ __all__ = [
     "ParallelBackendBase",
     "PoolManagerMixin",
     "SequentialBackend",
+    "ShutdownExecutorError",
     "ThreadingBackend",
     "TimeoutError",
     "_reusable_pool",
+    "cpu_count",
     "default_mp_context",
     "inside_dask_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # joblib imports these here; loaded on first use (``joblib_rs.pool`` needs
+    # ``multiprocessing.pool``, which a platform without ``_multiprocessing`` lacks).
+    if name == "MemmappingPool":
+        from joblib_rs.pool import MemmappingPool
+
+        return MemmappingPool
+    if name == "get_memmapping_executor":
+        from joblib_rs.executor import get_memmapping_executor
+
+        return get_memmapping_executor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

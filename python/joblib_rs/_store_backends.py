@@ -32,6 +32,7 @@ from typing import Any
 
 from joblib_rs import _core, numpy_pickle
 from joblib_rs._func_inspect import format_time
+from joblib_rs.disk import mkdirp, rm_subdirs  # noqa: F401  (joblib's module has them)
 
 __all__ = [
     "CacheItemInfo",
