@@ -512,7 +512,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         gitignore = os.path.join(cache_dir or self.location, ".gitignore")
         if not os.path.exists(gitignore):
             try:
-                _core.store_write_atomic(gitignore, b"# Created by joblib-rs automatically.\n*\n")
+                _core.store_write_atomic(gitignore, b"# Created by joblib automatically.\n*\n")
             except OSError as e:
                 warnings.warn(f"Unable to write {gitignore}. Exception: {e}.", stacklevel=2)
         self.compress = options.get("compress", False)
