@@ -160,3 +160,11 @@ def test_joblib_import_paths_of_the_pool_names():
     assert _store_backends.mkdirp is disk.mkdirp and _store_backends.rm_subdirs is disk.rm_subdirs
     with pytest.raises(AttributeError):
         _parallel_backends.NoSuchName  # noqa: B018
+
+
+def test_forward_reducer_verbose_and_prewarm(tmp_path, capsys):
+    reducer = jmr.ArrayMemmapForwardReducer(10, str(tmp_path), "r", False, verbose=1, prewarm=True)
+    rebuilt = _rebuild(reducer, np.arange(100.0))
+    np.testing.assert_array_equal(rebuilt, np.arange(100.0))
+    [name] = os.listdir(tmp_path)
+    assert name in capsys.readouterr().err

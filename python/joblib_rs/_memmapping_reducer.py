@@ -283,6 +283,13 @@ def reduce_array_memmap_backward(a: Any) -> tuple[Any, tuple]:
     return _pickled_copy(a)
 
 
+def _read_through(filename: str) -> None:
+    """Read the whole file once (it then sits in the page cache for the workers)."""
+    with open(filename, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            continue
+
+
 def _load_dumped_array(filename: str, dtype: Any, shape: tuple, order: str, mode: str) -> Any:
     """Rebuilds, in a worker, an array :class:`ArrayMemmapForwardReducer` wrote to a file."""
     JOBLIB_MMAPS.add(filename)
@@ -378,7 +385,7 @@ class ArrayMemmapForwardReducer:
                         file=sys.stderr,
                     )
                 if self._prewarm:
-                    np.fromfile(filename, dtype=np.uint8, count=0)
+                    _read_through(filename)
         order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
         return _load_dumped_array, (filename, a.dtype, a.shape, order, self._mmap_mode)
 
