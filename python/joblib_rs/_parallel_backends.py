@@ -23,7 +23,6 @@ from joblib_rs._backends import (
 from joblib_rs._backends.base import inside_dask_worker
 from joblib_rs._cpu import cpu_count
 from joblib_rs._process_pool import _reusable_pool
-from joblib_rs.externals.loky.process_executor import ShutdownExecutorError
 
 __all__ = [
     "AutoBatchingMixin",
@@ -33,7 +32,6 @@ __all__ = [
     "ParallelBackendBase",
     "PoolManagerMixin",
     "SequentialBackend",
-    "ShutdownExecutorError",
     "ThreadingBackend",
     "TimeoutError",
     "_reusable_pool",
@@ -45,11 +43,16 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # joblib imports these here; loaded on first use (``joblib_rs.pool`` needs
-    # ``multiprocessing.pool``, which a platform without ``_multiprocessing`` lacks).
+    # ``multiprocessing.pool``, which a platform without ``_multiprocessing`` lacks, and
+    # ``import joblib_rs`` stays free of the executor modules).
     if name == "MemmappingPool":
         from joblib_rs.pool import MemmappingPool
 
         return MemmappingPool
+    if name == "ShutdownExecutorError":
+        from joblib_rs.externals.loky.process_executor import ShutdownExecutorError
+
+        return ShutdownExecutorError
     if name == "get_memmapping_executor":
         from joblib_rs.executor import get_memmapping_executor
 
