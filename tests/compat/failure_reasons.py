@@ -227,6 +227,17 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
+        r"^test_dask::.*test_joblib_warning_inside_dask_daemonic_worker\[multiprocessing",
+        Reason(
+            "dask-daemon-message-mp",
+            "the multiprocessing backend's refusal inside a daemonic dask worker does not "
+            "name `distributed.worker.daemon` (the loky backend's does: "
+            "`_backends.base.DASK_DAEMON_REFUSAL`, `inside_dask_worker()`)",
+            "bug",
+            "owner of `python/joblib_rs/_backends/multiprocessing_pool.py` (ray backend work)",
+        ),
+    ),
+    Rule(
         r"^test_dask::.*test_auto_scatter",
         Reason(
             "dask-scatter-threshold",
