@@ -32,9 +32,11 @@ from typing import Any
 
 from joblib_rs import _core, numpy_pickle
 from joblib_rs._func_inspect import format_time
+from joblib_rs.disk import mkdirp, rm_subdirs  # noqa: F401  (joblib's module has them)
 
 __all__ = [
     "CacheItemInfo",
+    "CachePicklingWarning",
     "CacheWarning",
     "FileSystemStoreBackend",
     "StoreBackendBase",
@@ -104,6 +106,11 @@ def _makedirs(path: str, attempts: int = 5) -> None:
 class CacheWarning(Warning):
     """Warning about the cache: a damaged entry recomputed, an output that could not be
     stored, a lock waited on for too long. The result returned is always correct."""
+
+
+class CachePicklingWarning(CacheWarning, FutureWarning):
+    """An output could not be pickled for the cache: a :class:`CacheWarning`, and the
+    ``FutureWarning`` joblib emits (it announces that this will become an error)."""
 
 
 def memstr_to_bytes(text: str) -> int:
@@ -223,7 +230,7 @@ class StoreBackendMixin:
         except PicklingError as e:
             warnings.warn(
                 f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
-                CacheWarning,
+                CachePicklingWarning,
                 stacklevel=2,
             )
         except Exception as e:
@@ -505,7 +512,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         gitignore = os.path.join(cache_dir or self.location, ".gitignore")
         if not os.path.exists(gitignore):
             try:
-                _core.store_write_atomic(gitignore, b"# Created by joblib-rs automatically.\n*\n")
+                _core.store_write_atomic(gitignore, b"# Created by joblib automatically.\n*\n")
             except OSError as e:
                 warnings.warn(f"Unable to write {gitignore}. Exception: {e}.", stacklevel=2)
         self.compress = options.get("compress", False)
@@ -741,7 +748,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             except PicklingError as e:
                 warnings.warn(
                     f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
-                    CacheWarning,
+                    CachePicklingWarning,
                     stacklevel=3,
                 )
                 break
