@@ -482,22 +482,24 @@ def test_memory_shared_by_tasks_on_different_workers(client, tmp_path):
     assert len(os.listdir(log_dir)) == 3
 
 
-def _loky_inside_a_dask_task():
+def _process_backend_inside_a_dask_task(backend):
     import warnings
 
     from joblib_rs import Parallel, delayed
 
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        out = Parallel(n_jobs=2, backend="loky")(delayed(abs)(-i) for i in range(3))
+        out = Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3))
     return out, [str(w.message) for w in record]
 
 
-def test_loky_inside_a_daemonic_dask_worker_names_the_dask_setting(client):
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_process_backends_inside_a_daemonic_dask_worker_name_the_dask_setting(client, backend):
     from joblib_rs._parallel_backends import inside_dask_worker
 
     assert not inside_dask_worker()
-    out, messages = client.submit(_loky_inside_a_dask_task, pure=False).result()
+    task = client.submit(_process_backend_inside_a_dask_task, backend, pure=False)
+    out, messages = task.result()
     assert out == [0, 1, 2]
     assert len(messages) == 1 and "distributed.worker.daemon" in messages[0]
 

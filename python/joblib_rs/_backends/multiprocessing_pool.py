@@ -30,12 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from joblib_rs._backends.base import (
+    DASK_DAEMON_REFUSAL,
     MULTIPROCESSING_ENABLED,
     FallbackToBackend,
     MeasuredBatchingMixin,
     ParallelBackendBase,
     PoolManagerMixin,
     check_n_jobs,
+    inside_dask_worker,
     resolve_n_jobs,
 )
 from joblib_rs._backends.sequential import SequentialBackend
@@ -186,6 +188,8 @@ class MultiprocessingBackend(PoolManagerMixin, MeasuredBatchingMixin, ParallelBa
 
     def _nested_refusal(self) -> str | None:
         if mp.current_process().daemon:
+            if inside_dask_worker():
+                return DASK_DAEMON_REFUSAL
             return "Multiprocessing-backed parallel loops cannot be nested, setting n_jobs=1"
         if os.environ.get("JOBLIB_RS_WORKER") == "1":
             # Inside a worker of the Rust pool ('loky'), as joblib refuses below loky.
