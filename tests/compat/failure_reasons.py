@@ -167,20 +167,6 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
-        r"^test_memmapping::.*\[multiprocessing",
-        Reason(
-            "memmapping-pool",
-            "`joblib.pool.MemmappingPool` has its own array reducer and folder "
-            "(`pool._ArrayToMemmap`), not `_memmapping_reducer.get_memmapping_reducers` / "
-            "`TemporaryResourcesManager`: it makes a sub-folder of `temp_folder` up front, "
-            "copies memmaps with an offset or a view, has no result reducer",
-            "bug",
-            "owner of `python/joblib_rs/pool.py` (ray backend work)",
-            "The executor side (`joblib.executor`, the `[loky]` cases) passes; `MemmappingPool` "
-            "can build on the same reducers.",
-        ),
-    ),
-    Rule(
         r"^test_memmapping::.*test_memmap_returned_as_regular_array",
         Reason(
             "shared-results",
