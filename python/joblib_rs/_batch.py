@@ -23,6 +23,7 @@ from typing import Any
 
 from joblib_rs._backends.base import ParallelBackendBase
 from joblib_rs._backends.config import parallel_config
+from joblib_rs._core import compact_tasks
 
 __all__ = ["BatchedCalls", "learned_batch_size", "remember_batch_size"]
 
@@ -99,13 +100,12 @@ class BatchedCalls:
         if self._reducer_callback is not None:
             self._reducer_callback()
         nested = (self._backend, self._n_jobs)
-        items = self.items
-        func = items[0][0] if items else None
-        if func is not None and all(f is func and not kw for f, _, kw in items):
-            if all(len(args) == 1 for _, args, _ in items):
-                return _compact_batch, (func, [args[0] for _, args, _ in items], True, nested)
-            return _compact_batch, (func, [args for _, args, _ in items], False, nested)
-        return BatchedCalls, (items, nested, None, self._pickle_cache)
+        if self._items is None:
+            return _compact_batch, (self._func, self._arguments, self._one_argument, nested)
+        compact = compact_tasks(self._items)
+        if compact is not None:
+            return _compact_batch, (*compact, nested)
+        return BatchedCalls, (self._items, nested, None, self._pickle_cache)
 
     def __len__(self) -> int:
         return self._size
