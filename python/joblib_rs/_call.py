@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from joblib_rs._backends.base import ParallelBackendBase, TimeoutError
-from joblib_rs._batch import BatchedCalls, learned_batch_size, remember_batch_size
+from joblib_rs._batch import BatchedCalls, TaskChunk, learned_batch_size, remember_batch_size
 from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
 from joblib_rs._progress import make_progress_bar, report_progress, warn_exit_early
 
@@ -305,30 +305,30 @@ class ParallelCall:
                     return True
                 batch_size = self._get_batch_size()
                 n_jobs = self.n_jobs
-                tasks = list(itertools.islice(iterator, batch_size * n_jobs))
-                if not tasks:
+                compact = getattr(self.backend, "reads_compact_batches", False)
+                chunk = TaskChunk.read(iterator, batch_size * n_jobs, compact)
+                if not len(chunk):
                     return False
                 if self.learning_func is None and self.parallel.batch_size == "auto":
-                    batch_size = self._recall_batch_size(tasks, iterator, batch_size)
+                    batch_size = self._recall_batch_size(chunk, iterator, batch_size)
                 big_batch_size = batch_size * n_jobs
-                if iterator is self.original_iterator and len(tasks) < big_batch_size:
+                n_read = len(chunk)
+                if iterator is self.original_iterator and n_read < big_batch_size:
                     # The end of the input: smaller batches even out the last stragglers,
                     # unless all of it fits in one batch of the measured ideal size (then
                     # one batch per worker is balanced already).
-                    if self.parallel.batch_size == "auto" and len(tasks) <= batch_size:
-                        final_batch_size = -(-len(tasks) // n_jobs)
+                    if self.parallel.batch_size == "auto" and n_read <= batch_size:
+                        final_batch_size = -(-n_read // n_jobs)
                     else:
-                        final_batch_size = max(1, len(tasks) // (10 * n_jobs))
+                        final_batch_size = max(1, n_read // (10 * n_jobs))
                 else:
-                    final_batch_size = max(1, len(tasks) // n_jobs)
+                    final_batch_size = max(1, n_read // n_jobs)
                 nested = self.backend.get_nested_backend()
                 splittable = self.parallel.batch_size == "auto"
-                for i in range(0, len(tasks), final_batch_size):
-                    batch = BatchedCalls(
-                        tasks[i : i + final_batch_size],
-                        nested,
-                        self.parallel._reducer_callback,
-                        self.pickle_cache,
+                reducer_callback = self.parallel._reducer_callback
+                for i in range(0, n_read, final_batch_size):
+                    batch = chunk.batch(
+                        i, i + final_batch_size, nested, reducer_callback, self.pickle_cache
                     )
                     batch.splittable = splittable
                     self.ready_batches.append(batch)
@@ -343,16 +343,17 @@ class ParallelCall:
                 return False
             return True
 
-    def _recall_batch_size(self, tasks: list, iterator: Any, batch_size: int) -> int:
+    def _recall_batch_size(self, chunk: TaskChunk, iterator: Any, batch_size: int) -> int:
         """Start from the batch size an earlier call of the same function learned (reading
         the tasks it needs); called at the first dispatch of an auto-batched call."""
-        self.learning_func = tasks[0][0]
+        self.learning_func = chunk.first_function()
         seed = getattr(self.backend, "seed_batch_size", None)
         learned = learned_batch_size(self.backend, self.learning_func)
         if seed is None or learned is None or learned <= batch_size:
             return batch_size
         seed(learned)
-        tasks += itertools.islice(iterator, (learned - batch_size) * self.n_jobs)
+        compact = getattr(self.backend, "reads_compact_batches", False)
+        chunk.extend(TaskChunk.read(iterator, (learned - batch_size) * self.n_jobs, compact))
         return learned
 
     def _remember_batch_size(self) -> None:

@@ -40,6 +40,8 @@ class LokyBackend(MultiprocessingBackend):
 
     supports_inner_max_num_threads = True
     supports_return_generator = True
+    # Tasks travel pickled: read them in compact form (see _batch.TaskChunk).
+    reads_compact_batches = True
 
     _POOL_OPTIONS = ("initializer", "initargs", "idle_worker_timeout")
     # Parallel passes the multiprocessing context to every backend, as joblib does; the Rust
