@@ -1,4 +1,4 @@
-"""A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``.
+"""A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``, or :func:`boot`.
 
 The Rust pool starts this module with its socket on file descriptor 3 and speaks
 length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's settings (among
@@ -17,7 +17,8 @@ import signal
 import socket
 import struct
 import sys
-from typing import BinaryIO
+from types import ModuleType
+from typing import Any, BinaryIO
 
 from joblib_rs import _core
 from joblib_rs._task_pickle import ArrayPolicy, dumps_failure, dumps_result, loads_task
@@ -97,6 +98,22 @@ def main() -> None:
             _send(sock, reply_kind, task_id, reply)
         except OSError:
             return  # the parent is gone
+
+
+def boot(package: ModuleType, spec: Any) -> None:
+    """Run the worker with ``joblib_rs`` imported bare (``_process_pool._WORKER_BOOT``): its
+    ``__init__`` runs only when something asks the package for a name it lacks (a task
+    using ``joblib_rs.Parallel``, a pickle referring to ``joblib_rs.<name>``...); submodules
+    import as usual meanwhile.
+    """
+
+    def finish_package(name: str) -> Any:
+        package.__dict__.pop("__getattr__", None)
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = finish_package  # type: ignore[attr-defined]
+    main()
 
 
 if __name__ == "__main__":

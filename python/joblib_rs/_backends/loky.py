@@ -28,7 +28,7 @@ __all__ = ["LokyBackend"]
 class LokyBackend(MultiprocessingBackend):
     """The default process backend, ``'loky'``: joblib-rs's Rust process pool.
 
-    Workers are fresh ``python -m joblib_rs._worker`` interpreters (never forks of the
+    Workers are fresh ``joblib_rs._worker`` interpreters (never forks of the
     caller) started and driven by Rust threads (see ``docs/pool.md``); batches travel with
     cloudpickle when needed, so lambdas, closures and functions defined in ``__main__`` work.
     The pool is kept between calls with the same settings and shuts down after
