@@ -84,6 +84,11 @@ def eval_expr(expr: str) -> float:
         raise ValueError(f"{expr!r} is not a valid or supported arithmetic expression.") from exc
 
 
+#: Auto-batching on the process pool reads at most this many tasks per batch, whatever size
+#: the measurements ask for (tiny tasks ask for 100k+: the workers would idle while the
+#: caller reads and sends them all).
+MAX_READ_BATCH_SIZE = 20_000
+
 TASK_DONE = "Done"
 TASK_ERROR = "Error"
 TASK_PENDING = "Pending"
@@ -182,6 +187,7 @@ class BatchCompletionCallBack:
         call.print_progress()
         if call.original_iterator is not None:
             call.dispatch_next()
+            call.top_up()
         # The caller's thread waits for the head job (woken by _register_outcome) or, with
         # no job left, for the end of the input: wake it only when it has something to see.
         if not call.return_ordered or not call.iterating or call.aborting:
@@ -285,6 +291,22 @@ class ParallelCall:
                 self.original_iterator = None
                 self._on_input_exhausted()
 
+    def top_up(self) -> None:
+        """Auto-batching: keep ``pre_dispatch`` batches in flight, as joblib does once its
+        batches have grown. The first dispatch may have grouped the ``pre_dispatch`` tasks
+        into fewer batches (a size remembered from an earlier call); without this, fewer
+        batches than workers * 2 would circulate and each worker would wait for the caller
+        between its batches. Called with the lock held, after a completion."""
+        if self.parallel.batch_size != "auto":
+            return
+        while (
+            self.original_iterator is not None
+            and not self.aborting
+            and not self._too_many_unread()
+            and self.n_dispatched_batches - self.n_completed_batches < self.pre_dispatch_amount
+        ):
+            self.dispatch_next()
+
     def _too_many_unread(self) -> bool:
         limit = self.max_unread_batches
         return limit is not None and self.n_completed_batches - self.n_read_batches >= limit
@@ -306,6 +328,10 @@ class ParallelCall:
                 batch_size = self._get_batch_size()
                 n_jobs = self.n_jobs
                 compact = getattr(self.backend, "reads_compact_batches", False)
+                if compact and self.parallel.batch_size == "auto":
+                    # Read (and send) huge sizes in slices, so workers start on the first
+                    # slice while the input is still being read.
+                    batch_size = min(batch_size, MAX_READ_BATCH_SIZE)
                 chunk = TaskChunk.read(iterator, batch_size * n_jobs, compact)
                 if not len(chunk):
                     return False
