@@ -19,16 +19,15 @@ can (``abort_everything``, outside the lock: a process pool joins threads that n
 
 from __future__ import annotations
 
-import ast
 import collections
 import functools
 import itertools
-import operator
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from joblib_rs import _utils
 from joblib_rs._backends.base import ParallelBackendBase, TimeoutError
 from joblib_rs._batch import BatchedCalls, TaskChunk, learned_batch_size, remember_batch_size
 from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
@@ -46,47 +45,11 @@ __all__ = [
     "ParallelCall",
 ]
 
-_BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
+#: ``pre_dispatch`` arithmetic (``'2 * 4'`` once ``n_jobs`` is replaced), without ``eval``.
+eval_expr = functools.lru_cache(maxsize=64)(_utils.eval_expr)
 
 
-@functools.lru_cache(maxsize=64)
-def eval_expr(expr: str) -> float:
-    """Evaluate an arithmetic ``pre_dispatch`` expression such as ``'1.5*4'``, safely."""
-    if len(expr) > 30:
-        raise ValueError(
-            f"Expression {expr[:30]!r}... is too long. Max length is 30, got {len(expr)}."
-        )
-
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            value = node.value
-        elif isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
-            value = _BIN_OPS[type(node.op)](walk(node.left), walk(node.right))
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            value = -walk(node.operand)
-        else:
-            raise TypeError(node)
-        if abs(value) > 10**6:
-            raise ValueError(f"Numeric literal {value} is too large, max is {10**6}.")
-        return value
-
-    try:
-        return walk(ast.parse(expr, mode="eval").body)
-    except (TypeError, SyntaxError, OverflowError, ZeroDivisionError) as exc:
-        raise ValueError(f"{expr!r} is not a valid or supported arithmetic expression.") from exc
-
-
-#: Auto-batching on the process pool reads at most this many tasks per batch, whatever size
-#: the measurements ask for (tiny tasks ask for 100k+: the workers would idle while the
-#: caller reads and sends them all).
+#: Most tasks per batch auto-batching reads for the process pool (workers start sooner).
 MAX_READ_BATCH_SIZE = 20_000
 
 TASK_DONE = "Done"
@@ -292,11 +255,8 @@ class ParallelCall:
                 self._on_input_exhausted()
 
     def top_up(self) -> None:
-        """Auto-batching: keep ``pre_dispatch`` batches in flight, as joblib does once its
-        batches have grown. The first dispatch may have grouped the ``pre_dispatch`` tasks
-        into fewer batches (a size remembered from an earlier call); without this, fewer
-        batches than workers * 2 would circulate and each worker would wait for the caller
-        between its batches. Called with the lock held, after a completion."""
+        """Auto-batching, after a completion (lock held): keep ``pre_dispatch`` batches in
+        flight; a first dispatch of a remembered size has fewer (workers would then wait)."""
         if self.parallel.batch_size != "auto":
             return
         while (
@@ -329,8 +289,6 @@ class ParallelCall:
                 n_jobs = self.n_jobs
                 compact = getattr(self.backend, "reads_compact_batches", False)
                 if compact and self.parallel.batch_size == "auto":
-                    # Read (and send) huge sizes in slices, so workers start on the first
-                    # slice while the input is still being read.
                     batch_size = min(batch_size, MAX_READ_BATCH_SIZE)
                 chunk = TaskChunk.read(iterator, batch_size * n_jobs, compact)
                 if not len(chunk):

@@ -67,11 +67,12 @@ TBB_ENABLE_IPC_VAR = "ENABLE_IPC"
 # How a worker starts: ``python -c`` this rather than ``-m joblib_rs._worker``, which would run
 # the package's ``__init__`` (the whole public API: Memory, stores, asyncio... 3-4x the
 # worker's own imports) before the first task. The worker imports what it needs and the
-# package finishes initialising on first use (``_worker.boot``).
+# package finishes initialising on first use (``_worker.boot``). When something imported the
+# package at start-up already (the ``joblib_rs_install.pth`` hook of ``install()``), it is kept.
 _WORKER_BOOT = (
     "import importlib, importlib.util, sys; "
     "spec = importlib.util.find_spec('joblib_rs'); "
-    "package = sys.modules['joblib_rs'] = importlib.util.module_from_spec(spec); "
+    "package = sys.modules.setdefault('joblib_rs', importlib.util.module_from_spec(spec)); "
     "importlib.import_module('joblib_rs._worker').boot(package, spec)"
 )
 

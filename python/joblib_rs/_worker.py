@@ -112,7 +112,8 @@ def boot(package: ModuleType, spec: Any) -> None:
         spec.loader.exec_module(package)
         return getattr(package, name)
 
-    package.__getattr__ = finish_package  # type: ignore[attr-defined]
+    if "__version__" not in vars(package):  # not initialised by whoever imported it first
+        package.__getattr__ = finish_package  # type: ignore[attr-defined]
     main()
 
 
