@@ -195,3 +195,6 @@ class Delayed:
 def compact_tasks(
     tasks: list[tuple[Callable[..., Any], tuple, dict]],
 ) -> tuple[Callable[..., Any], list[Any], bool] | None: ...
+def take_tasks(
+    iterator: Any, n: int
+) -> tuple[bool, Callable[..., Any] | None, list[Any], bool]: ...

@@ -11,6 +11,8 @@ ends it if the parent dies mid-task.
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
 import pickle
 import signal
@@ -101,13 +103,16 @@ def main() -> None:
 
 
 def boot(package: ModuleType, spec: Any) -> None:
-    """Run the worker with ``joblib_rs`` imported bare (``_process_pool._WORKER_BOOT``): its
-    ``__init__`` runs only when something asks the package for a name it lacks (a task
-    using ``joblib_rs.Parallel``, a pickle referring to ``joblib_rs.<name>``...); submodules
-    import as usual meanwhile.
+    """Run the worker with ``joblib_rs`` imported bare (``_process_pool._WORKER_BOOT``).
+
+    Asked for a name it lacks, the bare package imports the submodule of that name (what
+    ``from joblib_rs import numpy_pickle`` needs), else runs its ``__init__`` first (a task
+    using ``joblib_rs.Parallel``, a pickle referring to ``joblib_rs.<name>``...).
     """
 
     def finish_package(name: str) -> Any:
+        if importlib.machinery.PathFinder.find_spec(f"joblib_rs.{name}", package.__path__):
+            return importlib.import_module(f"joblib_rs.{name}")
         package.__dict__.pop("__getattr__", None)
         spec.loader.exec_module(package)
         return getattr(package, name)
