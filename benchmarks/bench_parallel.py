@@ -6,7 +6,9 @@ Usage:
 
 Each workload runs on both libraries, alternating, ``repeat`` times; the table shows the best
 time of each and the ratio joblib / joblib-rs (above 1: joblib-rs is faster). Compare ratios,
-never absolute times across runs: this machine is shared.
+never absolute times across runs: this machine is shared. The speed targets of the default
+backend against ``multiprocessing.Pool`` too (tiny tasks, warm call, first call, 50 MB
+results) are ``benchmarks/bench_targets.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def _processes(mod, calls: int) -> None:
     assert out[3] == 3
 
 
+def _processes_tiny(mod, n: int) -> None:
+    # The default backend on tiny tasks: dispatch, batching and transport costs.
+    out = mod.Parallel(n_jobs=2)(mod.delayed(math.sqrt)(i) for i in range(n))
+    assert len(out) == n and out[-1] == math.sqrt(n - 1)
+
+
 WORKLOADS: list[tuple[str, Callable, int, int, str]] = [
     # name, function, size, quick size, what one size unit is
     ("threading: {n} tiny tasks", _tiny_tasks, 100_000, 10_000, "call"),
@@ -72,6 +80,7 @@ WORKLOADS: list[tuple[str, Callable, int, int, str]] = [
     ("generator: {n} tiny tasks", _generator, 20_000, 2_000, "call"),
     ("threads: {n} x np.dot 200x200", _numpy_threads, 200, 40, "call"),
     ("default backend: 10-task call", _processes, 10, 3, "per call"),
+    ("default backend: {n} tiny tasks", _processes_tiny, 100_000, 10_000, "call"),
 ]
 
 

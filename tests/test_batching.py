@@ -8,7 +8,7 @@ import pickle
 from joblib_rs import Parallel, delayed
 from joblib_rs._backends import LokyBackend, SequentialBackend, ThreadingBackend
 from joblib_rs._backends.base import MeasuredBatchingMixin
-from joblib_rs._batch import BatchedCalls, learned_batch_size, remember_batch_size
+from joblib_rs._batch import BatchedCalls, TaskChunk, learned_batch_size, remember_batch_size
 
 NESTED = (SequentialBackend(nesting_level=1), None)
 
@@ -71,3 +71,67 @@ def test_mixed_functions_or_keyword_arguments_travel_as_triples():
         loaded = pickle.loads(pickle.dumps(batch))
         assert loaded._items is not None
         assert loaded() == expected
+
+
+def test_reading_tasks_compactly_keeps_only_the_arguments():
+    chunk = TaskChunk.read(iter([delayed(abs)(-i) for i in range(6)]), 4, compact=True)
+    assert chunk.tasks is None and chunk.func is abs and chunk.arguments == [0, -1, -2, -3]
+    assert chunk.one_argument and len(chunk) == 4
+    assert chunk.batch(1, 3, NESTED, None, {})() == [1, 2]
+    several = TaskChunk.read(iter([delayed(pow)(2, 3), delayed(pow)(3)]), 9, compact=True)
+    assert several.arguments == [(2, 3), (3,)] and not several.one_argument
+    # One single argument, then several: the first becomes a 1-tuple.
+    late = TaskChunk.read(iter([delayed(pow)(2), delayed(pow)(2, 5)]), 9, compact=True)
+    assert late.arguments == [(2,), (2, 5)] and not late.one_argument
+
+
+def test_reading_mixed_tasks_gives_equal_triples_in_order():
+    tasks = [delayed(abs)(-1), delayed(abs)(-2), delayed(pow)(2, 3), delayed(int)("11", base=2)]
+    chunk = TaskChunk.read(iter(tasks), 10, compact=True)
+    assert chunk.tasks == tasks
+    assert chunk.batch(0, 4, NESTED, None, {})() == [1, 2, 8, 3]
+    assert TaskChunk.read(iter(()), 10, compact=True).tasks is None
+    assert not len(TaskChunk.read(iter(()), 10, compact=True))
+
+
+def test_reading_tasks_stops_at_n_and_passes_on_the_iterators_error():
+    produced = []
+
+    def producer():
+        for i in range(10):
+            produced.append(i)
+            yield delayed(abs)(i)
+        raise ValueError("input broke")
+
+    tasks = producer()
+    assert len(TaskChunk.read(tasks, 3, compact=True)) == 3
+    assert produced == [0, 1, 2]
+    try:
+        TaskChunk.read(tasks, 100, compact=True)
+    except ValueError as exc:
+        assert str(exc) == "input broke"
+    else:
+        raise AssertionError("the iterator's error was swallowed")
+
+
+def test_chunks_extend_compactly_or_fall_back_to_triples():
+    first = TaskChunk.read(iter([delayed(abs)(-1)]), 5, compact=True)
+    first.extend(TaskChunk.read(iter([delayed(abs)(-2)]), 5, compact=True))
+    assert first.tasks is None and first.arguments == [-1, -2]
+    first.extend(TaskChunk.read(iter([delayed(pow)(2, 2)]), 5, compact=True))
+    assert first.tasks == [delayed(abs)(-1), delayed(abs)(-2), delayed(pow)(2, 2)]
+
+
+def test_processes_run_mixed_and_compact_inputs_in_order():
+    def tasks():
+        for i in range(300):
+            if i % 97 == 0:
+                yield delayed(int)(str(i), base=10)
+            elif i % 89 == 0:
+                yield delayed(pow)(i, 1)
+            else:
+                yield delayed(abs)(-i)
+
+    assert Parallel(n_jobs=2)(tasks()) == list(range(300))
+    assert list(Parallel(n_jobs=2, return_as="generator")(tasks())) == list(range(300))
+    assert sorted(Parallel(n_jobs=2, return_as="generator_unordered")(tasks())) == list(range(300))

@@ -52,6 +52,11 @@ def test_delayed_captures_function_and_arguments():
     func, args, kwargs = delayed(divmod)(7, 2)
     assert (func, args, kwargs) == (divmod, (7, 2), {})
     assert delayed(square)(3, extra=1) == (square, (3,), {"extra": 1})
+    # Each call gets its own kwargs dict, as a Python **kwargs would.
+    options = {"extra": 1}
+    _, _, captured = delayed(square)(3, **options)
+    captured["extra"] = 2
+    assert options == {"extra": 1} and delayed(square)(1)[2] is not delayed(square)(1)[2]
 
 
 def test_delayed_function_looks_like_the_function():

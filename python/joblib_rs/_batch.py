@@ -17,14 +17,16 @@ instead of ramping up from one task again.
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from joblib_rs._backends.base import ParallelBackendBase
 from joblib_rs._backends.config import parallel_config
+from joblib_rs._core import compact_tasks, take_tasks
 
-__all__ = ["BatchedCalls", "learned_batch_size", "remember_batch_size"]
+__all__ = ["BatchedCalls", "TaskChunk", "learned_batch_size", "remember_batch_size"]
 
 Task = tuple[Callable[..., Any], tuple, dict]
 
@@ -63,9 +65,15 @@ class BatchedCalls:
 
     @classmethod
     def _compact(
-        cls, func: Callable[..., Any], arguments: list[Any], one_argument: bool, nested: tuple
+        cls,
+        func: Callable[..., Any],
+        arguments: list[Any],
+        one_argument: bool,
+        nested: tuple,
+        reducer_callback: Callable[[], None] | None = None,
+        pickle_cache: dict | None = None,
     ) -> BatchedCalls:
-        batch = cls((), nested)
+        batch = cls((), nested, reducer_callback, pickle_cache)
         batch._items = None
         batch._size = len(arguments)
         batch._func, batch._arguments, batch._one_argument = func, arguments, one_argument
@@ -99,16 +107,103 @@ class BatchedCalls:
         if self._reducer_callback is not None:
             self._reducer_callback()
         nested = (self._backend, self._n_jobs)
-        items = self.items
-        func = items[0][0] if items else None
-        if func is not None and all(f is func and not kw for f, _, kw in items):
-            if all(len(args) == 1 for _, args, _ in items):
-                return _compact_batch, (func, [args[0] for _, args, _ in items], True, nested)
-            return _compact_batch, (func, [args for _, args, _ in items], False, nested)
-        return BatchedCalls, (items, nested, None, self._pickle_cache)
+        if self._items is None:
+            return _compact_batch, (self._func, self._arguments, self._one_argument, nested)
+        compact = compact_tasks(self._items)
+        if compact is not None:
+            return _compact_batch, (*compact, nested)
+        return BatchedCalls, (self._items, nested, None, self._pickle_cache)
 
     def __len__(self) -> int:
         return self._size
+
+
+class TaskChunk:
+    """Tasks read from the input for one dispatch, before they are cut into batches.
+
+    Read with ``compact=True`` (:func:`_core.take_tasks`), tasks that all call one function
+    without keyword arguments are kept as that function and their arguments only: the task
+    tuples die as they are read instead of lingering for the garbage collector (for 100k
+    tiny tasks, collecting them cost more than everything else). Otherwise ``tasks`` holds
+    the ``(func, args, kwargs)`` triples.
+    """
+
+    __slots__ = ("arguments", "func", "one_argument", "tasks")
+
+    def __init__(
+        self,
+        func: Callable[..., Any] | None,
+        arguments: list[Any] | None,
+        one_argument: bool,
+        tasks: list[Any] | None,
+    ) -> None:
+        self.func, self.arguments, self.one_argument, self.tasks = (
+            func,
+            arguments,
+            one_argument,
+            tasks,
+        )
+
+    @classmethod
+    def read(cls, iterator: Any, n: int, compact: bool) -> TaskChunk:
+        """Up to ``n`` tasks of ``iterator``; raises what the iterator raises."""
+        if not compact:
+            return cls(None, None, False, list(itertools.islice(iterator, n)))
+        is_compact, func, items, one_argument = take_tasks(iterator, n)
+        if is_compact:
+            return cls(func, items, one_argument, None)
+        return cls(None, None, False, items)
+
+    def __len__(self) -> int:
+        return len(self.tasks if self.tasks is not None else self.arguments)  # type: ignore[arg-type]
+
+    def first_function(self) -> Any:
+        """The function of the first task."""
+        return self.func if self.tasks is None else self.tasks[0][0]
+
+    def as_tasks(self) -> list[Any]:
+        """The ``(func, args, kwargs)`` triples."""
+        if self.tasks is not None:
+            return self.tasks
+        func, arguments = self.func, self.arguments or []
+        if self.one_argument:
+            return [(func, (value,), {}) for value in arguments]
+        return [(func, args, {}) for args in arguments]
+
+    def extend(self, other: TaskChunk) -> None:
+        """Append the tasks of ``other`` (read after these)."""
+        if not len(other):
+            return
+        if (
+            self.tasks is None
+            and other.tasks is None
+            and other.func is self.func
+            and other.one_argument == self.one_argument
+        ):
+            self.arguments += other.arguments  # type: ignore[operator]
+            return
+        self.tasks = self.as_tasks() + other.as_tasks()
+        self.func, self.arguments, self.one_argument = None, None, False
+
+    def batch(
+        self,
+        start: int,
+        stop: int,
+        nested: tuple,
+        reducer_callback: Callable[[], None] | None,
+        pickle_cache: dict,
+    ) -> BatchedCalls:
+        """A batch of the tasks ``start:stop``."""
+        if self.tasks is not None:
+            return BatchedCalls(self.tasks[start:stop], nested, reducer_callback, pickle_cache)
+        return BatchedCalls._compact(
+            self.func,  # type: ignore[arg-type]
+            self.arguments[start:stop],  # type: ignore[index]
+            self.one_argument,
+            nested,
+            reducer_callback,
+            pickle_cache,
+        )
 
 
 def _compact_batch(

@@ -19,18 +19,17 @@ can (``abort_everything``, outside the lock: a process pool joins threads that n
 
 from __future__ import annotations
 
-import ast
 import collections
 import functools
 import itertools
-import operator
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from joblib_rs import _utils
 from joblib_rs._backends.base import ParallelBackendBase, TimeoutError
-from joblib_rs._batch import BatchedCalls, learned_batch_size, remember_batch_size
+from joblib_rs._batch import BatchedCalls, TaskChunk, learned_batch_size, remember_batch_size
 from joblib_rs._interrupts import raise_if_interrupted, watch_interrupts
 from joblib_rs._progress import make_progress_bar, report_progress, warn_exit_early
 
@@ -46,43 +45,12 @@ __all__ = [
     "ParallelCall",
 ]
 
-_BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
+#: ``pre_dispatch`` arithmetic (``'2 * 4'`` once ``n_jobs`` is replaced), without ``eval``.
+eval_expr = functools.lru_cache(maxsize=64)(_utils.eval_expr)
 
 
-@functools.lru_cache(maxsize=64)
-def eval_expr(expr: str) -> float:
-    """Evaluate an arithmetic ``pre_dispatch`` expression such as ``'1.5*4'``, safely."""
-    if len(expr) > 30:
-        raise ValueError(
-            f"Expression {expr[:30]!r}... is too long. Max length is 30, got {len(expr)}."
-        )
-
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            value = node.value
-        elif isinstance(node, ast.BinOp) and type(node.op) in _BIN_OPS:
-            value = _BIN_OPS[type(node.op)](walk(node.left), walk(node.right))
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            value = -walk(node.operand)
-        else:
-            raise TypeError(node)
-        if abs(value) > 10**6:
-            raise ValueError(f"Numeric literal {value} is too large, max is {10**6}.")
-        return value
-
-    try:
-        return walk(ast.parse(expr, mode="eval").body)
-    except (TypeError, SyntaxError, OverflowError, ZeroDivisionError) as exc:
-        raise ValueError(f"{expr!r} is not a valid or supported arithmetic expression.") from exc
-
+#: Most tasks per batch auto-batching reads for the process pool (workers start sooner).
+MAX_READ_BATCH_SIZE = 20_000
 
 TASK_DONE = "Done"
 TASK_ERROR = "Error"
@@ -182,6 +150,7 @@ class BatchCompletionCallBack:
         call.print_progress()
         if call.original_iterator is not None:
             call.dispatch_next()
+            call.top_up()
         # The caller's thread waits for the head job (woken by _register_outcome) or, with
         # no job left, for the end of the input: wake it only when it has something to see.
         if not call.return_ordered or not call.iterating or call.aborting:
@@ -285,6 +254,19 @@ class ParallelCall:
                 self.original_iterator = None
                 self._on_input_exhausted()
 
+    def top_up(self) -> None:
+        """Auto-batching, after a completion (lock held): keep ``pre_dispatch`` batches in
+        flight; a first dispatch of a remembered size has fewer (workers would then wait)."""
+        if self.parallel.batch_size != "auto":
+            return
+        while (
+            self.original_iterator is not None
+            and not self.aborting
+            and not self._too_many_unread()
+            and self.n_dispatched_batches - self.n_completed_batches < self.pre_dispatch_amount
+        ):
+            self.dispatch_next()
+
     def _too_many_unread(self) -> bool:
         limit = self.max_unread_batches
         return limit is not None and self.n_completed_batches - self.n_read_batches >= limit
@@ -305,30 +287,32 @@ class ParallelCall:
                     return True
                 batch_size = self._get_batch_size()
                 n_jobs = self.n_jobs
-                tasks = list(itertools.islice(iterator, batch_size * n_jobs))
-                if not tasks:
+                compact = getattr(self.backend, "reads_compact_batches", False)
+                if compact and self.parallel.batch_size == "auto":
+                    batch_size = min(batch_size, MAX_READ_BATCH_SIZE)
+                chunk = TaskChunk.read(iterator, batch_size * n_jobs, compact)
+                if not len(chunk):
                     return False
                 if self.learning_func is None and self.parallel.batch_size == "auto":
-                    batch_size = self._recall_batch_size(tasks, iterator, batch_size)
+                    batch_size = self._recall_batch_size(chunk, iterator, batch_size)
                 big_batch_size = batch_size * n_jobs
-                if iterator is self.original_iterator and len(tasks) < big_batch_size:
+                n_read = len(chunk)
+                if iterator is self.original_iterator and n_read < big_batch_size:
                     # The end of the input: smaller batches even out the last stragglers,
                     # unless all of it fits in one batch of the measured ideal size (then
                     # one batch per worker is balanced already).
-                    if self.parallel.batch_size == "auto" and len(tasks) <= batch_size:
-                        final_batch_size = -(-len(tasks) // n_jobs)
+                    if self.parallel.batch_size == "auto" and n_read <= batch_size:
+                        final_batch_size = -(-n_read // n_jobs)
                     else:
-                        final_batch_size = max(1, len(tasks) // (10 * n_jobs))
+                        final_batch_size = max(1, n_read // (10 * n_jobs))
                 else:
-                    final_batch_size = max(1, len(tasks) // n_jobs)
+                    final_batch_size = max(1, n_read // n_jobs)
                 nested = self.backend.get_nested_backend()
                 splittable = self.parallel.batch_size == "auto"
-                for i in range(0, len(tasks), final_batch_size):
-                    batch = BatchedCalls(
-                        tasks[i : i + final_batch_size],
-                        nested,
-                        self.parallel._reducer_callback,
-                        self.pickle_cache,
+                reducer_callback = self.parallel._reducer_callback
+                for i in range(0, n_read, final_batch_size):
+                    batch = chunk.batch(
+                        i, i + final_batch_size, nested, reducer_callback, self.pickle_cache
                     )
                     batch.splittable = splittable
                     self.ready_batches.append(batch)
@@ -343,16 +327,17 @@ class ParallelCall:
                 return False
             return True
 
-    def _recall_batch_size(self, tasks: list, iterator: Any, batch_size: int) -> int:
+    def _recall_batch_size(self, chunk: TaskChunk, iterator: Any, batch_size: int) -> int:
         """Start from the batch size an earlier call of the same function learned (reading
         the tasks it needs); called at the first dispatch of an auto-batched call."""
-        self.learning_func = tasks[0][0]
+        self.learning_func = chunk.first_function()
         seed = getattr(self.backend, "seed_batch_size", None)
         learned = learned_batch_size(self.backend, self.learning_func)
         if seed is None or learned is None or learned <= batch_size:
             return batch_size
         seed(learned)
-        tasks += itertools.islice(iterator, (learned - batch_size) * self.n_jobs)
+        compact = getattr(self.backend, "reads_compact_batches", False)
+        chunk.extend(TaskChunk.read(iterator, (learned - batch_size) * self.n_jobs, compact))
         return learned
 
     def _remember_batch_size(self) -> None:

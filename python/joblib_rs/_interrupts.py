@@ -10,6 +10,7 @@ so a dropped interrupt still stops the call.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import signal
 import threading
@@ -35,7 +36,9 @@ def watch_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    current = signal.getsignal(signal.SIGINT)
+    # _signal's functions: signal's wrappers convert to and from enums (a few microseconds per
+    # call, twice per Parallel call); the handlers here are plain functions.
+    current = _signal.getsignal(signal.SIGINT)
     if current is not signal.default_int_handler and current is not _record_and_raise:
         yield
         return
@@ -43,14 +46,14 @@ def watch_interrupts() -> Iterator[None]:
     _pending = False
     installed = current is signal.default_int_handler
     if installed:
-        signal.signal(signal.SIGINT, _record_and_raise)
+        _signal.signal(signal.SIGINT, _record_and_raise)
     try:
         yield
     finally:
         # A generator may be finalised from another thread, where handlers cannot be set;
         # the recording handler then stays (it behaves as the default one).
         if installed and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def raise_if_interrupted() -> None:

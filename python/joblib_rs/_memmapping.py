@@ -19,11 +19,9 @@ crosses the pipe. The folder is removed when the call ends, whatever the outcome
 from __future__ import annotations
 
 import atexit
-import io
 import itertools
 import mmap
 import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -31,10 +29,6 @@ import threading
 import time
 import uuid
 from typing import Any
-
-import cloudpickle
-
-from joblib_rs import _task_pickle
 
 __all__ = ["MemmappingContext", "resolve_temp_folder"]
 
@@ -239,13 +233,6 @@ class MemmappingContext:
         mode = "r+" if self.mmap_mode == "w+" else self.mmap_mode
         return (path, _dtype_spec(array.dtype), mode, 0, array.shape, None, order)
 
-    # ------------------------------------------------------------------------ both sides
-    def wrap(self, task: Any) -> Any:
-        """The task to send: runs ``task`` and returns its result with big arrays shared."""
-        if self.max_nbytes is None or _numpy() is None:
-            return task
-        return SharedResultTask(task, self.folder, self.max_nbytes)
-
     def cleanup(self) -> None:
         """Removes every file of this call."""
         with self._lock:
@@ -255,47 +242,7 @@ class MemmappingContext:
             _live_contexts.discard(self)
 
 
-class SharedResultTask:
-    """Runs in a worker: calls the batch and marks its result for shared-memory return."""
-
-    __slots__ = ("folder", "max_nbytes", "task")
-
-    def __init__(self, task: Any, folder: str, max_nbytes: int) -> None:
-        self.task = task
-        self.folder = folder
-        self.max_nbytes = max_nbytes
-
-    def __call__(self) -> Any:
-        return SharedResult(self.task(), self.folder, self.max_nbytes)
-
-
 _result_counter = itertools.count()
-
-
-class _ResultPickler(cloudpickle.Pickler):
-    def __init__(self, file: io.BytesIO, folder: str, max_nbytes: int) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._folder = folder
-        self._max_nbytes = max_nbytes
-        np = _numpy()
-        self._ndarray = np.ndarray if np is not None else None
-        self._memmap = np.memmap if np is not None else None
-
-    def reducer_override(self, obj: Any) -> Any:
-        if self._memmap is not None and type(obj) is self._memmap:
-            # numpy's own pickling of a memmap loses a non-native byte order: send a
-            # reference to the file instead (the parent maps the same bytes).
-            backing = _backing_memmap(obj)
-            if backing is not None:
-                return _memmap_reference(obj, backing)
-        if (
-            self._ndarray is not None
-            and type(obj) is self._ndarray
-            and obj.nbytes >= self._max_nbytes
-            and not obj.dtype.hasobject
-        ):
-            return _share_result_array(obj, self._folder)
-        return super().reducer_override(obj)
 
 
 def _share_result_array(array: Any, folder: str) -> tuple[Any, ...]:
@@ -304,38 +251,6 @@ def _share_result_array(array: Any, folder: str) -> tuple[Any, ...]:
     path = os.path.join(folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
     order = _write_array(array, path)
     return attach_result, (path, _dtype_spec(array.dtype), array.shape, order)
-
-
-class SharedResult:
-    """A task's result whose large arrays are pickled as files in the call's folder."""
-
-    __slots__ = ("folder", "max_nbytes", "value")
-
-    def __init__(self, value: Any, folder: str, max_nbytes: int) -> None:
-        self.value = value
-        self.folder = folder
-        self.max_nbytes = max_nbytes
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        payload = _task_pickle.dumps(
-            self.value,
-            self._reduce_array,
-            lambda buffer: _ResultPickler(buffer, self.folder, self.max_nbytes),
-        )
-        return pickle.loads, (payload,)
-
-    def _reduce_array(self, obj: Any) -> Any:
-        # The fast pickler's share of _ResultPickler.reducer_override.
-        backing = _backing_memmap(obj) if type(obj) is _numpy().memmap else None
-        if backing is not None:
-            return _memmap_reference(obj, backing)
-        if (
-            type(obj) is _numpy().ndarray
-            and obj.nbytes >= self.max_nbytes
-            and not obj.dtype.hasobject
-        ):
-            return _share_result_array(obj, self.folder)
-        return NotImplemented
 
 
 def reduce_result_array(array: Any, folder: str, max_nbytes: int) -> Any:

@@ -64,6 +64,18 @@ THREAD_LIMIT_VARS = (
 #: Lets TBB thread pools of several workers coordinate.
 TBB_ENABLE_IPC_VAR = "ENABLE_IPC"
 
+# How a worker starts: ``python -c`` this rather than ``-m joblib_rs._worker``, which would run
+# the package's ``__init__`` (the whole public API: Memory, stores, asyncio... 3-4x the
+# worker's own imports) before the first task. The worker imports what it needs and the
+# package finishes initialising on first use (``_worker.boot``). When something imported the
+# package at start-up already (the ``joblib_rs_install.pth`` hook of ``install()``), it is kept.
+_WORKER_BOOT = (
+    "import importlib, importlib.util, sys; "
+    "spec = importlib.util.find_spec('joblib_rs'); "
+    "package = sys.modules.setdefault('joblib_rs', importlib.util.module_from_spec(spec)); "
+    "importlib.import_module('joblib_rs._worker').boot(package, spec)"
+)
+
 
 def worker_environment(n_workers: int, inner_max_num_threads: int | None = None) -> dict[str, str]:
     """Variables added to the workers' environment so ``n_workers`` processes do not each
@@ -159,7 +171,7 @@ class ProcessPool:
         self._pool = _core.ProcessPool(
             n_workers,
             sys.executable,
-            ["-m", "joblib_rs._worker"],
+            ["-c", _WORKER_BOOT],
             sorted((env or {}).items()),
             os.getcwd(),
             pickle.dumps(settings),

@@ -41,6 +41,7 @@ from typing import Any
 
 import cloudpickle
 
+from joblib_rs import _memmapping
 from joblib_rs.exceptions import RemoteTraceback
 
 __all__ = [
@@ -88,10 +89,6 @@ class ArrayPolicy:
 
     def reduce_result_array(self, array: Any) -> Any:
         """Reduction of a result array: a file in ``folder`` when large, else normal."""
-        # Imported here: _memmapping imports this module (for its SharedResult wrapper, which
-        # the engine no longer uses), so a module-level import would close a circle.
-        from joblib_rs import _memmapping
-
         if self.max_nbytes is None:
             return NotImplemented
         return _memmapping.reduce_result_array(array, self.folder, self.max_nbytes)

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from joblib_rs.parallel import _Sentinel
+from joblib_rs._backends.config import _Sentinel
 
 __all__ = ["eval_", "eval_expr", "limit"]
 

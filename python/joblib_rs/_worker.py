@@ -1,4 +1,4 @@
-"""A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``.
+"""A worker of the joblib-rs process pool: ``python -m joblib_rs._worker``, or :func:`boot`.
 
 The Rust pool starts this module with its socket on file descriptor 3 and speaks
 length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's settings (among
@@ -11,13 +11,16 @@ ends it if the parent dies mid-task.
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
 import pickle
 import signal
 import socket
 import struct
 import sys
-from typing import BinaryIO
+from types import ModuleType
+from typing import Any, BinaryIO
 
 from joblib_rs import _core
 from joblib_rs._task_pickle import ArrayPolicy, dumps_failure, dumps_result, loads_task
@@ -108,6 +111,26 @@ def main() -> None:
             _send(sock, reply_kind, task_id, reply)
         except OSError:
             return  # the parent is gone
+
+
+def boot(package: ModuleType, spec: Any) -> None:
+    """Run the worker with ``joblib_rs`` imported bare (``_process_pool._WORKER_BOOT``).
+
+    Asked for a name it lacks, the bare package imports the submodule of that name (what
+    ``from joblib_rs import numpy_pickle`` needs), else runs its ``__init__`` first (a task
+    using ``joblib_rs.Parallel``, a pickle referring to ``joblib_rs.<name>``...).
+    """
+
+    def finish_package(name: str) -> Any:
+        if importlib.machinery.PathFinder.find_spec(f"joblib_rs.{name}", package.__path__):
+            return importlib.import_module(f"joblib_rs.{name}")
+        package.__dict__.pop("__getattr__", None)
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    if "__version__" not in vars(package):  # not initialised by whoever imported it first
+        package.__getattr__ = finish_package  # type: ignore[attr-defined]
+    main()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from numbers import Integral
 from typing import Any
 
+from joblib_rs import _core
 from joblib_rs._backends import (
     AutoBatchingMixin,
     FallbackToBackend,
@@ -149,16 +150,12 @@ class _ParallelModule(types.ModuleType):
 sys.modules[__name__].__class__ = _ParallelModule
 
 
-class _DelayedFunction:
-    # What delayed() returns. A slotted object instead of joblib's functools.wraps closure:
-    # delayed() runs once per task in the caller's generator, and wrapping cost ~5x more.
-    __slots__ = ("__wrapped__",)
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.__wrapped__ = function
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Callable[..., Any], tuple, dict]:
-        return self.__wrapped__, args, kwargs
+class _DelayedFunction(_core.Delayed):
+    # What delayed() returns. Calling it runs once per task in the caller's generator, so the
+    # call itself is Rust's (_core.Delayed.__call__: no Python frame, ~3x cheaper than a
+    # Python __call__ and ~15x cheaper than joblib's functools.wraps closure); this subclass
+    # adds what functools.wraps would have copied, and pickling.
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         # __name__, __qualname__ and other attributes come from the function, as
@@ -179,6 +176,9 @@ class _DelayedFunction:
 
     def __repr__(self) -> str:
         return f"delayed({self.__wrapped__!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.__wrapped__,)
 
 
 def delayed(function: Callable[..., Any]) -> Callable[..., tuple[Callable[..., Any], tuple, dict]]:

@@ -12,6 +12,7 @@ mod persist;
 mod pool;
 mod remote;
 mod store;
+mod tasks;
 mod unpickle;
 
 /// The compiled core of joblib-rs.
@@ -26,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     persist::register(m)?;
     unpickle::register(m)?;
     remote::register(m)?;
+    tasks::register(m)?;
     Ok(())
 }

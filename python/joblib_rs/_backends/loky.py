@@ -28,7 +28,7 @@ __all__ = ["LokyBackend"]
 class LokyBackend(MultiprocessingBackend):
     """The default process backend, ``'loky'``: joblib-rs's Rust process pool.
 
-    Workers are fresh ``python -m joblib_rs._worker`` interpreters (never forks of the
+    Workers are fresh ``joblib_rs._worker`` interpreters (never forks of the
     caller) started and driven by Rust threads (see ``docs/pool.md``); batches travel with
     cloudpickle when needed, so lambdas, closures and functions defined in ``__main__`` work.
     The pool is kept between calls with the same settings and shuts down after
@@ -40,6 +40,8 @@ class LokyBackend(MultiprocessingBackend):
 
     supports_inner_max_num_threads = True
     supports_return_generator = True
+    # Tasks travel pickled: read them in compact form (see _batch.TaskChunk).
+    reads_compact_batches = True
 
     _POOL_OPTIONS = ("initializer", "initargs", "idle_worker_timeout")
     # Parallel passes the multiprocessing context to every backend, as joblib does; the Rust
