@@ -56,9 +56,7 @@ def alternate(fns: dict[str, Callable[[], Any]], calls: int, batches: int) -> di
                 fn()
             cpu[key].append((time.process_time() - c) / calls)
             wall[key].append((time.perf_counter() - w) / calls)
-    return {
-        key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in fns
-    }
+    return {key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in fns}
 
 
 def main() -> None:
@@ -97,9 +95,7 @@ def main() -> None:
                 del out
         med = {key: statistics.median(v) for key, v in times.items()}
         label = f"{big.nbytes // 1_000_000} MB"
-        rows.append(
-            Row(f"hit, {label} array, mmap_mode='r'", med.get("jl"), med["rs"], ">= 10x")
-        )
+        rows.append(Row(f"hit, {label} array, mmap_mode='r'", med.get("jl"), med["rs"], ">= 10x"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_table(f"Memory hits (median; load average {os.getloadavg()[0]:.2f})", rows)

@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use joblib_core::format::{self, Dest, FormatError, FrameHead, FrameKind, Sink};
-use joblib_core::store::{self, Hit, TOUCH_INTERVAL_SECS};
+use joblib_core::store::{self, FileVersion, Hit, TOUCH_INTERVAL_SECS};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -32,6 +32,9 @@ use crate::errors::{ToPyErr, format_error};
 
 /// Entries remembered as verified per reader before the memory is reset.
 const MAX_VERIFIED: usize = 4096;
+/// Largest pickle kept in memory for stat-only hits, and most bytes kept per reader.
+const MAX_KEPT: usize = 64 << 10;
+const MAX_KEPT_TOTAL: usize = 16 << 20;
 /// The global name a pickle uses to rebuild numpy arrays (`numpy_pickle._rebuild_array`): its
 /// presence means the byte-order context applies.
 const REBUILD_ARRAY: &[u8] = b"_rebuild_array";
@@ -109,8 +112,35 @@ impl Sink for PickleOnly {
     }
 }
 
-/// Reads and decodes the entries of one local store; remembers which entries it verified
-/// (whole entry, access time refreshed for LRU) so that it does so at most once a second each.
+/// The verified pickle of an entry's output, kept for hits that only `stat` the file.
+#[derive(Debug)]
+struct Kept {
+    version: FileVersion,
+    pickle: Py<PyBytes>,
+    /// The pickle rebuilds numpy arrays (byte-order context needed).
+    rebuild: bool,
+    /// Bytes of the pickle.
+    len: usize,
+}
+
+/// What a reader remembers of an entry.
+#[derive(Debug)]
+struct Memo {
+    verified_at: Instant,
+    kept: Option<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    entries: HashMap<String, Memo>,
+    kept_bytes: usize,
+}
+
+/// Reads and decodes the entries of one local store. Remembers which entries it verified
+/// (whole entry, access time refreshed for LRU), so that it does so at most once a second
+/// each, and the verified pickle of small outputs with their file's version: while `stat`
+/// shows the same version, a hit decodes the kept bytes without opening the file
+/// (`store::FileVersion` says why that is sound).
 #[pyclass(frozen, module = "joblib_rs._core")]
 #[derive(Debug)]
 pub struct EntryReader {
@@ -122,29 +152,82 @@ pub struct EntryReader {
     ensure_native: Py<PyAny>,
     /// Outputs up to this size are read in memory; bigger ones are left to load by path.
     read_limit: u64,
-    verified: Mutex<HashMap<String, Instant>>,
+    memory: Mutex<Memory>,
+}
+
+/// A decoded pickle worth keeping: the bytes, whether they rebuild arrays, their length.
+type Keepable = (Py<PyBytes>, bool, usize);
+
+/// What the memory says about an entry before a lookup.
+struct Recall {
+    verify: bool,
+    kept: Option<(FileVersion, Py<PyBytes>, bool)>,
 }
 
 impl EntryReader {
-    fn due_for_verification(&self, entry: &str, now: Instant) -> bool {
+    fn recall(&self, py: Python<'_>, entry: &str, now: Instant) -> Recall {
         let interval = Duration::from_secs(TOUCH_INTERVAL_SECS);
-        self.verified
-            .lock()
-            .map_or(true, |m| m.get(entry).is_none_or(|t| now - *t > interval))
+        let Ok(memory) = self.memory.lock() else {
+            return Recall {
+                verify: true,
+                kept: None,
+            };
+        };
+        match memory.entries.get(entry) {
+            Some(memo) if now - memo.verified_at <= interval => Recall {
+                verify: false,
+                kept: memo
+                    .kept
+                    .as_ref()
+                    .map(|k| (k.version, k.pickle.clone_ref(py), k.rebuild)),
+            },
+            _ => Recall {
+                verify: true,
+                kept: None,
+            },
+        }
     }
 
-    fn remember(&self, entry: &str, now: Instant) {
-        if let Ok(mut m) = self.verified.lock() {
-            if m.len() >= MAX_VERIFIED {
-                m.clear();
-            }
-            m.insert(entry.to_owned(), now);
+    /// Remember a verification of `entry` at `now` (and keep its pickle, if given).
+    fn remember(&self, entry: &str, now: Instant, kept: Option<Kept>) {
+        let Ok(mut memory) = self.memory.lock() else {
+            return;
+        };
+        let added = kept.as_ref().map_or(0, |k| k.pickle_len());
+        if memory.entries.len() >= MAX_VERIFIED || memory.kept_bytes + added > MAX_KEPT_TOTAL {
+            memory.entries.clear();
+            memory.kept_bytes = 0;
+        }
+        let memo = Memo {
+            verified_at: now,
+            kept,
+        };
+        if let Some(old) = memory.entries.insert(entry.to_owned(), memo) {
+            memory.kept_bytes -= old.kept.map_or(0, |k| k.pickle_len());
+        }
+        memory.kept_bytes += added;
+    }
+
+    /// Keep a freshly read pickle of an entry verified earlier (its verification time stays).
+    fn keep(&self, entry: &str, kept: Kept) {
+        let Ok(mut memory) = self.memory.lock() else {
+            return;
+        };
+        let added = kept.pickle_len();
+        if memory.kept_bytes + added > MAX_KEPT_TOTAL {
+            return;
+        }
+        if let Some(memo) = memory.entries.get_mut(entry) {
+            let old = memo.kept.replace(kept).map_or(0, |k| k.pickle_len());
+            memory.kept_bytes = memory.kept_bytes - old + added;
         }
     }
 
     fn forget_entry(&self, entry: &str) {
-        if let Ok(mut m) = self.verified.lock() {
-            m.remove(entry);
+        if let Ok(mut memory) = self.memory.lock()
+            && let Some(old) = memory.entries.remove(entry)
+        {
+            memory.kept_bytes -= old.kept.map_or(0, |k| k.pickle_len());
         }
     }
 
@@ -158,24 +241,64 @@ impl EntryReader {
         args_id: Option<String>,
     ) -> PyResult<StoreHit> {
         let now = Instant::now();
-        let verify = self.due_for_verification(entry, now);
-        let limit = if mapped { 0 } else { self.read_limit };
-        let read = py.detach(|| store::read_entry(Path::new(entry), limit, verify));
+        let recall = self.recall(py, entry, now);
         let mut out = StoreHit::empty(py, args_id);
+        if let (Some((version, pickle, rebuild)), false) = (recall.kept, mapped) {
+            let output = Path::new(entry).join(store::OUTPUT);
+            if let Ok(Some(current)) = py.detach(|| store::file_version(&output))
+                && current == version
+            {
+                match self.unpickle(py, pickle.bind(py), rebuild) {
+                    Ok(value) => {
+                        out.found = true;
+                        out.value = value;
+                        return Ok(out);
+                    }
+                    Err(err) if !strict && err.is_instance_of::<PyException>(py) => {
+                        self.forget_entry(entry);
+                        out.damage = Some(describe(py, &err));
+                        return Ok(out);
+                    }
+                    Err(err) => {
+                        self.forget_entry(entry);
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        let verify = recall.verify;
+        let limit = if mapped { 0 } else { self.read_limit };
+        let read =
+            py.detach(|| store::read_entry_versioned(Path::new(entry), limit, verify, !mapped));
+        let mut kept = None;
         let outcome = match read {
             Err(e) => Err(e.to_py_err()),
-            Ok(Hit::Miss) => Ok(None),
-            Ok(Hit::Damaged(reason)) => {
+            Ok((Hit::Miss, _)) => Ok(None),
+            Ok((Hit::Damaged(reason), _)) => {
                 out.damage = Some(format!("ValueError: {reason}"));
                 Ok(None)
             }
-            Ok(Hit::Found { data: None, size }) => {
+            Ok((Hit::Found { data: None, size }, _)) => {
                 out.size = Some(size);
                 Ok(None)
             }
-            Ok(Hit::Found {
-                data: Some(data), ..
-            }) => self.decode(py, data).map(Some),
+            Ok((
+                Hit::Found {
+                    data: Some(data), ..
+                },
+                version,
+            )) => self.decode(py, data).map(|(value, pickle)| {
+                let settled = version.filter(|v| v.settled(SystemTime::now()));
+                if let (Some(version), Some((pickle, rebuild, len))) = (settled, pickle) {
+                    kept = Some(Kept {
+                        version,
+                        pickle,
+                        rebuild,
+                        len,
+                    });
+                }
+                Some(value)
+            }),
         };
         match outcome {
             Ok(Some(value)) => {
@@ -191,33 +314,51 @@ impl EntryReader {
                 return Err(err);
             }
         }
-        if out.found || out.size.is_some() {
-            if verify {
-                self.remember(entry, now);
-            }
-        } else {
+        if !(out.found || out.size.is_some()) {
             self.forget_entry(entry);
+        } else if verify {
+            self.remember(entry, now, kept);
+        } else if let Some(kept) = kept {
+            self.keep(entry, kept);
         }
         Ok(out)
     }
 
-    /// The object stored in an output file's bytes.
-    fn decode(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<Py<PyAny>> {
+    /// The object stored in an output file's bytes, and its pickle when it is worth keeping
+    /// (a container of only a small pickle frame).
+    fn decode(
+        &self,
+        py: Python<'_>,
+        data: Vec<u8>,
+    ) -> PyResult<(Py<PyAny>, Option<Keepable>)> {
         if !data.starts_with(&format::MAGIC) {
-            return self.decode_in_python(py, &data);
+            return Ok((self.decode_in_python(py, &data)?, None));
         }
         let mut sink = PickleOnly::default();
         match format::read_container(&mut Cursor::new(&data[..]), &mut sink) {
             Ok(_) => {}
-            Err(_) if sink.has_buffers => return self.decode_in_python(py, &data),
+            Err(_) if sink.has_buffers => return Ok((self.decode_in_python(py, &data)?, None)),
             Err(e) => return Err(format_error(e)),
         }
+        let rebuild = contains(&sink.pickle, REBUILD_ARRAY);
         let pickle = PyBytes::new(py, &sink.pickle);
+        let value = self.unpickle(py, &pickle, rebuild)?;
+        let len = sink.pickle.len();
+        let keep = (len <= MAX_KEPT).then(|| (pickle.unbind(), rebuild, len));
+        Ok((value, keep))
+    }
+
+    /// `pickle.loads`, in the byte-order context of `load` when arrays are rebuilt in band.
+    fn unpickle(
+        &self,
+        py: Python<'_>,
+        pickle: &Bound<'_, PyBytes>,
+        rebuild: bool,
+    ) -> PyResult<Py<PyAny>> {
         let loads = self.loads.bind(py);
-        if !contains(&sink.pickle, REBUILD_ARRAY) {
+        if !rebuild {
             return Ok(loads.call1((pickle,))?.unbind());
         }
-        // Arrays pickled in band: rebuilt in native byte order, as `load` does.
         let var = self.ensure_native.bind(py);
         let token = var.call_method1("set", (true,))?;
         let value = loads.call1((pickle,));
@@ -231,6 +372,12 @@ impl EntryReader {
             .bind(py)
             .call1((PyBytes::new(py, data),))?
             .unbind())
+    }
+}
+
+impl Kept {
+    fn pickle_len(&self) -> usize {
+        self.len
     }
 }
 
@@ -262,7 +409,7 @@ impl EntryReader {
             fallback,
             ensure_native,
             read_limit,
-            verified: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::default()),
         }
     }
 
