@@ -10,6 +10,9 @@ def hash(obj: Any, hash_name: str = "xxh3", coerce_mmap: bool = False) -> str: .
 
 # Persistence (numpy_pickle.py)
 CODECS: list[str]
+#: name -> (default level, (lowest, highest) level, joblib's 0-9 scale in the codec's levels)
+CODEC_LEVELS: dict[str, tuple[int, tuple[int, int], list[int]]]
+CONTAINER_FRAME_KINDS: dict[str, int]
 CONTAINER_MAGIC: bytes
 
 class CorruptFileError(ValueError): ...

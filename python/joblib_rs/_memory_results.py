@@ -23,6 +23,7 @@ __all__ = [
     "NotMemorizedResult",
 ]
 
+
 class MemorizedResult(Logger):
     """Object representing a cached value.
 

@@ -326,11 +326,7 @@ impl EntryReader {
 
     /// The object stored in an output file's bytes, and its pickle when it is worth keeping
     /// (a container of only a small pickle frame).
-    fn decode(
-        &self,
-        py: Python<'_>,
-        data: Vec<u8>,
-    ) -> PyResult<(Py<PyAny>, Option<Keepable>)> {
+    fn decode(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<(Py<PyAny>, Option<Keepable>)> {
         if !data.starts_with(&format::MAGIC) {
             return Ok((self.decode_in_python(py, &data)?, None));
         }
