@@ -292,3 +292,33 @@ def test_stream_encoder_matches_python_decoders() -> None:
             enc.finish()
     with pytest.raises(ValueError):
         _core.StreamEncoder("zstd", 3)
+
+
+@pytest.mark.parametrize("compress", [3, ("gzip", 3), ("lz4", 3), ("xz", 1)])
+def test_compressed_joblib_files_load_arrays_as_views_of_the_decoded_stream(
+    tmp_path: Path, compress: Any
+) -> None:
+    # joblib's compressed files are one stream: it is decoded once into a buffer that this
+    # load owns, and the (aligned) arrays are writable views of it, not copies.
+    c = np.arange(12.0).reshape(3, 4)
+    f = np.asfortranarray(np.arange(20, dtype=np.int32).reshape(4, 5))
+    swapped = np.arange(6, dtype=">i8")
+    path = tmp_path / "data.pkl"
+    joblib.dump({"c": c, "f": f, "swapped": swapped, "text": "x"}, path, compress=compress)
+    loaded = joblib_rs.load(path)
+    assert loaded["c"].flags.c_contiguous and np.array_equal(loaded["c"], c)
+    assert loaded["f"].flags.f_contiguous and np.array_equal(loaded["f"], f)
+    assert loaded["swapped"].dtype.isnative and np.array_equal(loaded["swapped"], swapped)
+
+    def owner(array: np.ndarray) -> Any:
+        while isinstance(array, np.ndarray) and array.base is not None:
+            array = array.base
+        return array.obj if isinstance(array, memoryview) else array
+
+    assert isinstance(owner(loaded["c"]), bytearray)
+    assert owner(loaded["c"]) is owner(loaded["f"])
+    for key in ("c", "f", "swapped"):
+        assert loaded[key].flags.writeable
+    loaded["c"][:] = -1  # the views do not overlap
+    assert np.array_equal(loaded["f"], f) and np.array_equal(loaded["swapped"], swapped)
+    assert joblib_rs.load(path, allowed="safe")["c"].sum() == c.sum()

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,10 @@ import joblib_rs
 from joblib_rs import Memory, expires_after
 from joblib_rs._remote_store import ObjectStoreBackend
 
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
+from _s3server import keys, moto_s3, new_bucket, s3_client
+
+pytest.importorskip("moto.server")
+pytest.importorskip("boto3")
 
 PYTHON = sys.executable
 pytestmark = pytest.mark.timeout(180)
@@ -39,46 +40,17 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 and the AWS environment pointing at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with moto_s3() as endpoint:
         yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
-def _s3(endpoint: str) -> object:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+_s3 = s3_client
 
 
 @pytest.fixture
 def bucket(s3_endpoint: str) -> str:
     """A new, empty bucket."""
-    name = f"jrs-{uuid.uuid4().hex[:12]}"
-    _s3(s3_endpoint).create_bucket(Bucket=name)
-    return name
+    return new_bucket(s3_endpoint)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -90,9 +62,7 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"s3://{name}/team/cache"
 
 
-def _keys(endpoint: str, bucket: str) -> list[str]:
-    listing = _s3(endpoint).list_objects_v2(Bucket=bucket)
-    return sorted(o["Key"] for o in listing.get("Contents", []))
+_keys = keys
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,6 +199,22 @@ def load_joblib_pickle(
         return _load_old(filename, fh, mmap_mode, ensure_native)
 
 
+def load_joblib_buffer(data: bytearray, filename: str, ensure_native: bool, policy: Any) -> Any:
+    """Load a joblib pickle decoded into ``data`` (a whole-file compressed file's stream,
+    owned by this load alone): its arrays are views of ``data`` rather than copies."""
+    if bytes(data[:2]) == _ZFILE_PREFIX:
+        return load_joblib_pickle(io.BytesIO(data), filename, None, ensure_native, policy)
+    if policy is None:
+        loader: _restricted.Loader = _restricted.TrustedLoader(filename, None, ensure_native)
+    else:
+        loader = _restricted.Loader(policy, filename or None, None, ensure_native)
+    loader.viewable = data
+    try:
+        return _restricted.unpickle(data, loader, None, 0, None)[0]
+    except _restricted.OldJoblibFormat:
+        return _load_old(filename, io.BytesIO(data), None, ensure_native)
+
+
 def _load_old(filename: str, fh: IO[bytes], mmap_mode: str | None, ensure_native: bool) -> Any:
     """A file of joblib < 0.10 (arrays in files of their own), with joblib's warning."""
     if not filename or not os.path.isfile(filename):

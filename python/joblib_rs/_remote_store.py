@@ -330,12 +330,23 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         """Nothing to create: object stores have no folders."""
 
     def clear_location(self, location: str) -> None:
-        """Remove every object under ``location`` (or that object)."""
-        key = self._key(location)
-        client = self._client()
-        client.delete_prefix(key)
-        if key:
-            client.delete(key)
+        """Remove the objects the store created under ``location``; anything else there
+        stays, with a :class:`CacheWarning` naming it."""
+        self._clear_own(self._key(location), location)
+
+    def _clear_own(self, prefix: str, shown_as: str) -> tuple[int, int, list[str]]:
+        """Remove what the store created under ``prefix`` (one listing, bulk deletes):
+        ``(objects removed, entries among them, keys left)``."""
+        removed, entries, skipped = self._client().clear_own(prefix)
+        if skipped:
+            listed = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            warnings.warn(
+                f"Left {len(skipped)} object(s) in {shown_as} that the cache did not create: "
+                f"{listed}",
+                CacheWarning,
+                stacklevel=4,
+            )
+        return removed, entries, skipped
 
     def get_items(self) -> list[CacheItemInfo]:
         """Every entry, from one listing of the store."""
@@ -420,8 +431,9 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         return bool(self._client().list("/".join(call_id)))
 
     def clear_path(self, call_id: Any) -> None:
-        """Remove the function's whole cache."""
-        self._client().delete_prefix("/".join(call_id))
+        """Remove the function's whole cache (what the store created of it)."""
+        prefix = "/".join(call_id)
+        self._clear_own(prefix, f"{self.location}/{prefix}")
 
     def store_cached_func_code(self, call_id: Any, func_code: str | None = None) -> None:
         """Store the function's code (if given): one PUT, atomic."""
@@ -442,8 +454,8 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         return {"location": "/".join([self.location, *call_id])}
 
     def clear(self) -> None:
-        """Remove every object of the store."""
-        self._client().delete_prefix("")
+        """Remove every object the store created; anything else under its prefix stays."""
+        self._clear_own("", self.location)
 
     def enforce_store_limits(
         self,

@@ -329,6 +329,9 @@ class Loader:
         self.filename = filename
         self.mmap_mode = "r+" if mmap_mode == "w+" else mmap_mode
         self.ensure_native = ensure_native
+        #: A decoded stream this load owns (a whole-file compressed file decoded into a
+        #: ``bytearray`` nobody else holds): its arrays are views of it, not copies.
+        self.viewable: Any = None
         self._user_classes: set[int] = set()
 
     # -- names ------------------------------------------------------------------------------
@@ -698,9 +701,13 @@ class Loader:
                     stacklevel=2,
                 )
         else:
-            flat = np.empty(_count(shape), dtype=dtype)
-            if nbytes:
-                flat.view(np.uint8)[:] = view[pos : pos + nbytes]
+            if nbytes and data is self.viewable and pos % dtype.alignment == 0:
+                # The decoded stream is ours alone: a (writable) view instead of a copy.
+                flat = np.frombuffer(data, dtype=dtype, count=_count(shape), offset=pos)
+            else:
+                flat = np.empty(_count(shape), dtype=dtype)
+                if nbytes:
+                    flat.view(np.uint8)[:] = view[pos : pos + nbytes]
             array = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
             if self.ensure_native and not array.dtype.isnative and array.dtype.byteorder != "|":
                 array = array.byteswap().view(array.dtype.newbyteorder("="))

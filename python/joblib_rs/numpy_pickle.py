@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import gc
 import io
+import mmap
 import os
 import pickle
 import stat
@@ -444,7 +445,7 @@ _MAX_STREAM_RATIO = 1 << 21
 _PICKLE_STARTS = b"\x80()]}cNIJKLMFGSTUVX"
 
 
-def _decompress_whole(name: str, data: bytes) -> bytes:
+def _decompress_whole(name: str, data: Any) -> bytes | bytearray:
     """Decode a whole-file compressed stream. Its first bytes must start a container or a
     pickle, checked before the rest is decoded, and its output is capped by what the codec
     can produce from ``len(data)`` bytes: anything else is a :class:`CorruptFileError`."""
@@ -481,6 +482,8 @@ def _load_bytes(
     if kind == "pickle":
         from joblib_rs import _compat
 
+        if isinstance(data, bytearray):  # decoded by _decompress_whole: ours alone
+            return _compat.load_joblib_buffer(data, name, ensure_native, policy)
         return _compat.load_joblib_pickle(io.BytesIO(data), name, None, ensure_native, policy)
     if depth > 0:
         raise CorruptFileError(f"file {name!r} is compressed twice; refusing to decompress")
@@ -645,9 +648,8 @@ def _load_path(
             return _compat.load_joblib_pickle(f, filename, mmap_mode, ensure_native, policy)
         if kind != "container":
             _warn_compressed_mmap(mmap_mode, filename)
-            data = f.read()
-            inner = _decompress_whole(kind, prefix + data)
-            del data
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                inner = _decompress_whole(kind, mapped)
             return _load_bytes(inner, filename, policy, ensure_native, depth=1)
     frames = _core.read_path(
         filename, _alloc, skip_buffers=mmap_mode is not None, verify_skipped=verify_mapped

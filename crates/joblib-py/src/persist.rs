@@ -20,7 +20,7 @@ use joblib_core::format::{
 };
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict};
 
 use crate::errors::{format_error, io_error};
 
@@ -419,25 +419,101 @@ fn loadable_start(start: &[u8]) -> bool {
 }
 
 /// Decompress a whole-file stream of `codec` (joblib's compressed pickles, containers wrapped
-/// by a compressed file object). The first decoded bytes must start a file `load` reads and
-/// the output is capped by the codec's largest ratio (`CorruptFileError` otherwise), so a
-/// hostile stream is refused before it inflates.
+/// by a compressed file object) into a new `bytearray`, written in place (never copied after
+/// decoding: arrays loaded from it may be views of it). The first decoded bytes must start a
+/// file `load` reads and the output is capped by the codec's largest ratio
+/// (`CorruptFileError` otherwise), so a hostile stream is refused before it inflates.
 #[pyfunction]
 pub fn decompress_stream<'py>(
     py: Python<'py>,
     codec: &str,
     data: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyBytes>> {
+) -> PyResult<Bound<'py, PyByteArray>> {
     let codec = Codec::from_name(codec).map_err(|e| format_error(FormatError::Options(e)))?;
     let (held, region) = contiguous(&data)?;
+    let mut sink = ByteArraySink::new(py);
     let res = py.detach(|| {
         // SAFETY: `held` keeps the export alive until after this closure.
         let bytes = unsafe { region.slice() };
-        codec::decompress_stream_checked(codec, bytes, loadable_start)
+        codec::decompress_stream_into(codec, bytes, loadable_start, &mut sink)
     });
     drop(held);
-    let out = res.map_err(crate::errors::codec_error)?;
-    Ok(PyBytes::new(py, &out))
+    res.map_err(crate::errors::codec_error)?;
+    sink.finish(py)
+}
+
+/// An [`codec::OutputSink`] writing straight into a Python `bytearray`. The decoder runs
+/// without the GIL; the array is resized (geometrically) with it.
+struct ByteArraySink {
+    array: Py<PyByteArray>,
+    ptr: *mut u8,
+    size: usize,
+    len: usize,
+}
+
+// SAFETY: the sink is used by one thread at a time (the one that released the GIL, which
+// re-acquires it to resize), and its bytearray is unreachable from Python code until
+// `finish` returns it.
+unsafe impl Send for ByteArraySink {}
+
+impl ByteArraySink {
+    fn new(py: Python<'_>) -> Self {
+        let array = PyByteArray::new(py, &[]);
+        let ptr = array.data();
+        Self {
+            array: array.unbind(),
+            ptr,
+            size: 0,
+            len: 0,
+        }
+    }
+
+    fn finish(self, py: Python<'_>) -> PyResult<Bound<'_, PyByteArray>> {
+        let array = self.array.into_bound(py);
+        array.resize(self.len)?;
+        Ok(array)
+    }
+}
+
+impl codec::OutputSink for ByteArraySink {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn committed(&self) -> &[u8] {
+        // SAFETY: `ptr` addresses the bytearray's `size >= len` bytes, all initialised, and
+        // nothing else uses the array while it is being decoded into.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn spare(&mut self, min: usize) -> io::Result<&mut [u8]> {
+        if self.size - self.len < min {
+            let grow = min.max(self.size / 2).max(1 << 16);
+            let size = self
+                .size
+                .checked_add(grow)
+                .ok_or_else(|| io::Error::other("too large"))?;
+            let old = self.size;
+            Python::attach(|py| {
+                let array = self.array.bind(py);
+                array
+                    .resize(size)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                self.ptr = array.data();
+                Ok::<(), io::Error>(())
+            })?;
+            // SAFETY: the resize made `size` bytes valid at `ptr`; the new ones are
+            // initialised here, before any slice covers them.
+            unsafe { std::ptr::write_bytes(self.ptr.add(old), 0, size - old) };
+            self.size = size;
+        }
+        // SAFETY: as in `committed`; `len <= size`.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.len), self.size - self.len) })
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.size);
+    }
 }
 
 /// Compress a whole buffer as one stream of `codec` (for tests and tools).

@@ -113,6 +113,15 @@ impl RemoteStore {
         }
     }
 
+    /// The metadata of the entry object at `key` and its output's length, without reading
+    /// the output (a ranged GET); None if there is none (`CorruptFileError` if damaged).
+    fn entry_metadata(&self, py: Python<'_>, key: &str) -> PyResult<Option<(Py<PyBytes>, u64)>> {
+        let found = py
+            .detach(|| entry::read_metadata(&self.inner, key))
+            .map_err(remote_error)?;
+        Ok(found.map(|(metadata, output_len)| (PyBytes::new(py, &metadata).unbind(), output_len)))
+    }
+
     /// Publish the entry object at `key` (replacing any): visible whole or not at all.
     fn put_entry(
         &self,
@@ -202,6 +211,15 @@ impl RemoteStore {
     fn renew_lease(&self, py: Python<'_>, key: &str, ttl: f64, owner: &str) -> PyResult<()> {
         py.detach(|| lease::renew(&self.inner, key, ttl, owner))
             .map_err(remote_error)
+    }
+
+    /// Remove the objects the store created under `prefix` ("" for all) and leave the rest:
+    /// `(objects removed, entries among them, keys skipped)`.
+    fn clear_own(&self, py: Python<'_>, prefix: &str) -> PyResult<(usize, usize, Vec<String>)> {
+        let cleared = py
+            .detach(|| scan::clear_own(&self.inner, prefix))
+            .map_err(remote_error)?;
+        Ok((cleared.removed, cleared.entries, cleared.skipped))
     }
 
     /// `(entry, size, last access)` of every entry (one listing).

@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = commands.add_parser("cache", help="list, show, prune or clear a Memory cache")
     actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
-    location_help = "the folder given to Memory(location), or its joblib_rs store folder"
+    location_help = (
+        "the folder or URL (s3://, gs://, az://) given to Memory(location), or its joblib_rs "
+        "store root"
+    )
 
     ls = actions.add_parser("ls", help="one row per cached function")
     ls.add_argument("location", metavar="LOCATION", help=location_help)
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser(
         "inspect", help="describe and verify a file written by joblib_rs.dump or joblib.dump"
     )
-    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("file", metavar="FILE", help="a path, or an object's URL (s3://...)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
 
     convert = commands.add_parser(

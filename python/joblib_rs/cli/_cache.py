@@ -1,4 +1,5 @@
-"""``joblib-rs cache ...``: list, show, prune and clear the store of a ``Memory`` location.
+"""``joblib-rs cache ...``: list, show, prune and clear the store of a ``Memory`` location
+(a folder here; an object-storage URL through :mod:`joblib_rs.cli._remote`).
 
 The layout is ``docs/store.md``'s: ``<location>/joblib_rs/<module path>/<function>/<hash>/``
 holding ``output.jrs`` and ``metadata.json``. Sizes and access times come from the Rust
@@ -142,11 +143,13 @@ class CacheFunction:
 
 @dataclass
 class CacheStore:
-    """A store root and the functions found under it."""
+    """A store root and the functions found under it; ``client`` is the object-storage
+    client of a URL location (None for a folder)."""
 
     location: str
     root: str
     functions: dict[str, CacheFunction]
+    client: Any = None
 
     def match(self, func: str) -> CacheFunction:
         """The function named ``func``: its folder path under the root, or an unambiguous
@@ -245,6 +248,10 @@ def find_store(location: str) -> CacheStore:
     CliError
         If ``location`` holds no joblib-rs store.
     """
+    from joblib_rs.cli import _remote
+
+    if _remote.is_url(location):
+        return _remote.find_remote_store(location)
     root = os.path.abspath(_resolve_root(location))
     functions: dict[str, CacheFunction] = {}
     for folder in _function_folders(root):
@@ -438,23 +445,41 @@ def run_prune(
     ]
     if foreign:
         _print_skipped(foreign)
-    planned = reduce_store(store.root, bytes_limit, max_items, age_limit, dry_run=True)
+    planned = _reduce(store, bytes_limit, max_items, age_limit, dry_run=True)
     total = sum(len(f.entries) for f in store.functions.values())
-    planned_bytes = sum(i.size for i in planned)
+    planned_bytes = sum(size for _, size in planned)
     if not planned:
         print(f"Nothing to remove: the {total} entries of {store.root} fit the limits.")
         return 0
     what = f"{len(planned)} of {total} entries ({format_size(planned_bytes)})"
     if dry_run:
         print(f"Would remove {what}:")
-        for item in planned:
-            print(f"  {os.path.relpath(item.path, store.root)}  {format_size(item.size)}")
+        for name, size in planned:
+            print(f"  {name}  {format_size(size)}")
         return 0
     confirm(f"Remove {what} from {store.root}?", assume_yes)
-    removed = reduce_store(store.root, bytes_limit, max_items, age_limit)
-    freed = sum(i.size for i in removed)
+    removed = _reduce(store, bytes_limit, max_items, age_limit, dry_run=False)
+    freed = sum(size for _, size in removed)
     print(f"Removed {len(removed)} entries ({format_size(freed)}, {freed} bytes).")
     return 0
+
+
+def _reduce(
+    store: CacheStore,
+    bytes_limit: int | None,
+    max_items: int | None,
+    age_limit: datetime.timedelta | None,
+    dry_run: bool,
+) -> list[tuple[str, int]]:
+    """``Memory.reduce_size`` on the store: the entries removed (or that would be), as
+    ``(path relative to the store root, size)``."""
+    if store.client is not None:
+        from joblib_rs.cli._remote import prune_remote
+
+        age = None if age_limit is None else age_limit.total_seconds()
+        return prune_remote(store, bytes_limit, max_items, age, dry_run)
+    items = reduce_store(store.root, bytes_limit, max_items, age_limit, dry_run=dry_run)
+    return [(os.path.relpath(i.path, store.root), i.size) for i in items]
 
 
 def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
@@ -470,7 +495,13 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
             assume_yes,
         )
         # What Memory.clear() does: what the store created goes, anything else stays.
-        n_funcs, n_entries, skipped = _core.store_clear(store.root)
+        if store.client is not None:
+            from joblib_rs.cli._remote import clear_remote
+
+            n_entries, skipped = clear_remote(store, None)
+            n_funcs = len(funcs)
+        else:
+            n_funcs, n_entries, skipped = _core.store_clear(store.root)
         print(f"Removed {n_funcs} functions, {n_entries} entries ({format_size(size)}).")
         _print_skipped(skipped)
         return 0
@@ -481,7 +512,12 @@ def run_clear(location: str, func: str | None, assume_yes: bool) -> int:
         assume_yes,
     )
     # What MemorizedFunc.clear() does: the entries it created are renamed aside and removed.
-    _, n_entries, skipped = _core.store_remove(target.path)
+    if store.client is not None:
+        from joblib_rs.cli._remote import clear_remote
+
+        n_entries, skipped = clear_remote(store, target)
+    else:
+        _, n_entries, skipped = _core.store_remove(target.path)
     print(f"Removed {target.name}: {n_entries} entries ({format_size(target.size)}).")
     _print_skipped(skipped)
     return 0

@@ -380,7 +380,9 @@ def run_inspect(path: str, as_json: bool) -> int:
     import json
     import sys
 
-    report = inspect_file(path)
+    from joblib_rs.cli import _remote
+
+    report = _remote.inspect_remote(path) if _remote.is_url(path) else inspect_file(path)
     if as_json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -565,10 +565,79 @@ pub fn decompress_stream_checked(
     src: &[u8],
     accept: impl Fn(&[u8]) -> bool,
 ) -> Result<Vec<u8>, CodecError> {
+    let mut out = VecSink::default();
+    decompress_stream_into(codec, src, accept, &mut out)?;
+    Ok(out.into_vec())
+}
+
+/// Where [`decompress_stream_into`] writes: a buffer that grows on request. The decoder
+/// writes into [`OutputSink::spare`] and then commits what it wrote, so the decoded bytes are
+/// written once, in place (no intermediate piece, no copy after decoding).
+pub trait OutputSink {
+    /// Bytes committed so far.
+    fn len(&self) -> usize;
+    /// Whether nothing was committed yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The committed bytes.
+    fn committed(&self) -> &[u8];
+    /// Writable room after the committed bytes, at least `min` bytes (more when cheap).
+    fn spare(&mut self, min: usize) -> io::Result<&mut [u8]>;
+    /// Mark `n` bytes of the last [`OutputSink::spare`] as written.
+    fn commit(&mut self, n: usize);
+}
+
+/// An [`OutputSink`] over a `Vec<u8>`, grown geometrically (each byte zero-filled once).
+#[derive(Debug, Default)]
+pub struct VecSink {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl VecSink {
+    /// The committed bytes.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+}
+
+impl OutputSink for VecSink {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn committed(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    fn spare(&mut self, min: usize) -> io::Result<&mut [u8]> {
+        if self.buf.len() - self.len < min {
+            let grow = min.max(self.buf.len() / 2).max(1 << 16);
+            self.buf.try_reserve(grow).map_err(io::Error::other)?;
+            self.buf.resize(self.buf.len() + grow, 0);
+        }
+        Ok(&mut self.buf[self.len..])
+    }
+    fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.buf.len());
+    }
+}
+
+/// [`decompress_stream_checked`] into any [`OutputSink`] (e.g. a Python `bytearray`, so the
+/// decoded stream is never copied again). The same checks: the first [`STREAM_PREFIX`] bytes
+/// are given to `accept` before more is decoded, and the output is capped at
+/// `src.len() * max_ratio(codec)` bytes.
+pub fn decompress_stream_into(
+    codec: Codec,
+    src: &[u8],
+    accept: impl Fn(&[u8]) -> bool,
+    out: &mut dyn OutputSink,
+) -> Result<(), CodecError> {
+    // In-memory input: the `bufread` decoders read `src` directly (no intermediate buffer).
     let mut reader: Box<dyn Read + '_> = match codec {
         Codec::None => Box::new(src),
-        Codec::Zlib => Box::new(flate2::read::ZlibDecoder::new(src)),
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(src)),
+        Codec::Zlib => Box::new(flate2::bufread::ZlibDecoder::new(src)),
+        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(src)),
         Codec::Bz2 => Box::new(bzip2::read::MultiBzDecoder::new(src)),
         Codec::Lzma => {
             let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
@@ -582,39 +651,42 @@ pub fn decompress_stream_checked(
         }
     };
     let cap = (src.len() as u64).saturating_mul(max_ratio(codec));
-    let mut out: Vec<u8> = Vec::new();
     let mut checked = false;
-    let mut piece = vec![0u8; 1 << 20];
     loop {
-        let want = if checked {
-            piece.len()
+        let len = out.len();
+        let room = if checked {
+            // Never ask for room beyond the cap (+1 byte, to detect going over it).
+            let left = cap.saturating_sub(len as u64).saturating_add(1);
+            usize::try_from(left).unwrap_or(usize::MAX).min(1 << 22)
         } else {
-            STREAM_PREFIX - out.len()
+            STREAM_PREFIX - len
         };
-        let n = match reader.read(&mut piece[..want]) {
+        let spare = out.spare(room).map_err(|e| codec.corrupt(e))?;
+        let want = spare.len().min(room);
+        let n = match reader.read(&mut spare[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(codec.corrupt(e)),
         };
-        if out.len() as u64 + n as u64 > cap {
+        if len as u64 + n as u64 > cap {
             return Err(CodecError::TooLarge {
                 codec: codec.name(),
                 stored: src.len() as u64,
                 cap,
             });
         }
-        out.extend_from_slice(&piece[..n]);
+        out.commit(n);
         if !checked && (n == 0 || out.len() >= STREAM_PREFIX) {
-            if !accept(&out) {
+            if !accept(out.committed()) {
                 return Err(CodecError::Unrecognized {
                     codec: codec.name(),
-                    start: out.iter().take(8).copied().collect(),
+                    start: out.committed().iter().take(8).copied().collect(),
                 });
             }
             checked = true;
         }
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
     }
 }
@@ -662,6 +734,63 @@ mod tests {
         (0..n)
             .map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8)
             .collect()
+    }
+
+    /// A sink that hands out at most 1,000 bytes of room at a time and counts its calls.
+    #[derive(Default)]
+    struct SmallSteps {
+        data: Vec<u8>,
+        room: Vec<u8>,
+        calls: usize,
+    }
+
+    impl OutputSink for SmallSteps {
+        fn len(&self) -> usize {
+            self.data.len()
+        }
+        fn committed(&self) -> &[u8] {
+            &self.data
+        }
+        fn spare(&mut self, min: usize) -> io::Result<&mut [u8]> {
+            self.calls += 1;
+            self.room = vec![0; min.min(1000)];
+            Ok(&mut self.room)
+        }
+        fn commit(&mut self, n: usize) {
+            self.data.extend_from_slice(&self.room[..n]);
+        }
+    }
+
+    #[test]
+    fn streams_decode_into_any_sink() {
+        let mut data = b"\x80\x04".to_vec();
+        data.extend(sample(300_000));
+        for codec in ALL {
+            let stored = compress_stream(codec, 3, &data).unwrap();
+            let mut vec = VecSink::default();
+            decompress_stream_into(codec, &stored, |_| true, &mut vec).unwrap();
+            assert_eq!(vec.into_vec(), data, "{codec:?}");
+            let mut small = SmallSteps::default();
+            decompress_stream_into(codec, &stored, |_| true, &mut small).unwrap();
+            assert_eq!(small.data, data, "{codec:?}");
+            assert!(small.calls > 300, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_start_stops_decoding_at_the_prefix() {
+        let zeros = vec![0u8; 1 << 24];
+        for codec in [Codec::Zlib, Codec::Gzip, Codec::Zstd, Codec::Lz4] {
+            let stored = compress_stream(codec, 3, &zeros).unwrap();
+            let mut small = SmallSteps::default();
+            let err =
+                decompress_stream_into(codec, &stored, |s| s.first() == Some(&0x80), &mut small);
+            assert!(
+                matches!(err, Err(CodecError::Unrecognized { .. })),
+                "{codec:?}"
+            );
+            assert_eq!(small.data.len(), STREAM_PREFIX, "{codec:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-use super::{RemoteError, Result};
+use super::{RemoteError, RemoteStore, Result};
 
 /// The first bytes of every entry object.
 pub const MAGIC: &[u8; 8] = b"JRSREMv1";
@@ -23,6 +23,9 @@ pub const MAGIC: &[u8; 8] = b"JRSREMv1";
 pub const HEADER_LEN: usize = 40;
 /// The object name of an entry inside its `<func>/<args hash>/` prefix.
 pub const ENTRY_NAME: &str = "entry.jrs";
+/// How many first bytes of an entry [`read_metadata`] asks for: the header and, nearly
+/// always, the whole metadata.
+const METADATA_PROBE: u64 = 64 * 1024;
 
 fn hash_chunks(chunks: &[Bytes]) -> u64 {
     let mut hasher = Xxh3::new();
@@ -111,4 +114,49 @@ pub fn decode(key: &str, mut chunks: Vec<Bytes>) -> Result<(Bytes, Vec<Bytes>)> 
         return Err(damaged(key, "output checksum mismatch"));
     }
     Ok((metadata, output))
+}
+
+/// The checksummed metadata of the entry object at `key` and the length of its output,
+/// without downloading the output: one ranged GET of the first bytes (a second one only for
+/// metadata longer than 64 KiB). None if there is no object. The output is not verified.
+pub fn read_metadata(store: &RemoteStore, key: &str) -> Result<Option<(Bytes, u64)>> {
+    let Some((head, size)) = store.get_prefix(key, METADATA_PROBE)? else {
+        return Ok(None);
+    };
+    if head.len() < HEADER_LEN {
+        return Err(damaged(
+            key,
+            format!("{size} bytes, shorter than the header"),
+        ));
+    }
+    if &head[..8] != MAGIC {
+        return Err(damaged(key, "not a joblib-rs remote entry (bad magic)"));
+    }
+    let metadata_len = read_u64(&head, 8);
+    let output_len = read_u64(&head, 16);
+    let metadata_hash = read_u64(&head, 24);
+    let expected = (HEADER_LEN as u64)
+        .checked_add(metadata_len)
+        .and_then(|n| n.checked_add(output_len));
+    if expected != Some(size) {
+        return Err(damaged(
+            key,
+            format!("{size} bytes, the header announces {metadata_len} + {output_len} more"),
+        ));
+    }
+    // The metadata lies inside the object, whose size the server reported.
+    let end = HEADER_LEN as u64 + metadata_len;
+    let metadata = if head.len() as u64 >= end {
+        head.slice(HEADER_LEN..HEADER_LEN + metadata_len as usize)
+    } else {
+        match store.get_range(key, HEADER_LEN as u64..end)? {
+            Some(data) if data.len() as u64 == metadata_len => data,
+            Some(_) => return Err(damaged(key, "short read of the metadata")),
+            None => return Ok(None),
+        }
+    };
+    if xxh3_64(&metadata) != metadata_hash {
+        return Err(damaged(key, "metadata checksum mismatch"));
+    }
+    Ok(Some((metadata, output_len)))
 }

@@ -404,6 +404,49 @@ impl RemoteStore {
         Ok(Some(chunks))
     }
 
+    /// The first `len` bytes of the object at `key` (fewer if it is shorter) and the
+    /// object's size, with one ranged GET; None if there is no object.
+    pub fn get_prefix(&self, key: &str, len: u64) -> Result<Option<(Bytes, u64)>> {
+        let path = self.path(key);
+        self.count(1);
+        self.runtime.block_on(async {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(0..len.max(1))),
+                ..Default::default()
+            };
+            let found = match self.store.get_opts(&path, options).await {
+                Ok(found) => found,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                // A zero-length object has no satisfiable range: read it whole.
+                Err(e) if is_range_error(&e) => {
+                    self.count(1);
+                    match self.store.get(&path).await {
+                        Ok(found) => found,
+                        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                        Err(e) => return Err(store_err("read", &path)(e)),
+                    }
+                }
+                Err(e) => return Err(store_err("read", &path)(e)),
+            };
+            let size = found.meta.size;
+            let data = found.bytes().await.map_err(store_err("read", &path))?;
+            Ok(Some((data, size)))
+        })
+    }
+
+    /// Bytes `range` of the object at `key`; None if there is no object.
+    pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        let path = self.path(key);
+        self.count(1);
+        self.runtime.block_on(async {
+            match self.store.get_range(&path, range).await {
+                Ok(data) => Ok(Some(data)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(store_err("read", &path)(e)),
+            }
+        })
+    }
+
     /// Write `data` at `key`, replacing any object there. One PUT up to
     /// [`MULTIPART_THRESHOLD`], else a multipart upload (parts in flight concurrently),
     /// visible only once complete.

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::entry::ENTRY_NAME;
 use super::lease::LEASE_SUFFIX;
 use super::{Listed, RemoteStore, Result};
-use crate::store::{ItemInfo, Limits, select_for_deletion};
+use crate::store::{FUNC_CODE, ItemInfo, Limits, is_entry_name, select_for_deletion};
 
 /// The suffix of access-time marker objects.
 pub const ATIME_SUFFIX: &str = ".atime";
@@ -134,4 +134,51 @@ pub fn reduce_size(
         store.delete_listed(&keys)?;
     }
     Ok(removed)
+}
+
+/// Whether the listed `key` is an object the store creates: a function's `func_code.py`, an
+/// entry `<args hash>/entry.jrs`, or an entry's `<args hash>.lease` / `<args hash>.atime`.
+pub fn is_own_key(key: &str) -> bool {
+    let mut parts = key.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    if name == FUNC_CODE {
+        return true;
+    }
+    if name == ENTRY_NAME {
+        return parts.next().is_some_and(is_entry_name);
+    }
+    [ATIME_SUFFIX, LEASE_SUFFIX]
+        .iter()
+        .any(|suffix| name.strip_suffix(suffix).is_some_and(is_entry_name))
+}
+
+/// What [`clear_own`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Cleared {
+    /// Objects removed.
+    pub removed: usize,
+    /// Entries among them.
+    pub entries: usize,
+    /// Keys under the prefix that the store did not create, left in place.
+    pub skipped: Vec<String>,
+}
+
+/// Remove the objects the store created under `prefix` ("" for the whole store), leaving
+/// anything else in place (one listing, then bulk deletes).
+pub fn clear_own(store: &RemoteStore, prefix: &str) -> Result<Cleared> {
+    let mut cleared = Cleared::default();
+    let mut own = Vec::new();
+    for object in store.list(prefix)? {
+        if is_own_key(&object.key) {
+            if object.key.ends_with(ENTRY_NAME) {
+                cleared.entries += 1;
+            }
+            own.push(object.key);
+        } else {
+            cleared.skipped.push(object.key);
+        }
+    }
+    store.delete_listed(&own)?;
+    cleared.removed = own.len();
+    Ok(cleared)
 }

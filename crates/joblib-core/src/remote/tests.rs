@@ -3,9 +3,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::memory::InMemory;
 
-use super::entry::{ENTRY_NAME, decode, encode};
+use super::entry::{ENTRY_NAME, decode, encode, read_metadata};
 use super::lease::{LeaseState, parse_expiry, renew, try_acquire};
-use super::scan::{reduce_size, scan};
+use super::scan::{clear_own, is_own_key, reduce_size, scan};
 use super::*;
 use crate::store::Limits;
 
@@ -192,4 +192,86 @@ fn scan_and_reduce_size_use_atime_markers() {
     assert_eq!(removed.len(), 2);
     let left = ok(store.list(""));
     assert_eq!(left.len(), 2, "one entry and its lease: {left:?}");
+}
+
+const HASH: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn read_metadata_reads_the_header_and_metadata_only() {
+    let store = memory_store();
+    let key = format!("m/f/{HASH}/{ENTRY_NAME}");
+    let output = vec![Bytes::from(vec![7u8; 100_000])];
+    ok(store.put(&key, encode(b"{\"duration\": 1}", output)));
+    let found = ok(read_metadata(&store, &key));
+    assert_eq!(
+        found,
+        Some((Bytes::from_static(b"{\"duration\": 1}"), 100_000))
+    );
+    assert_eq!(ok(read_metadata(&store, "m/f/missing/entry.jrs")), None);
+    // Metadata longer than the first ranged read takes a second one.
+    let long = vec![b'x'; 200_000];
+    ok(store.put(&key, encode(&long, vec![Bytes::from_static(b"out")])));
+    let (metadata, output_len) = ok(read_metadata(&store, &key)).unwrap_or_default();
+    assert_eq!((metadata.len(), output_len), (200_000, 3));
+}
+
+#[test]
+fn read_metadata_refuses_damaged_objects() {
+    let store = memory_store();
+    let key = format!("m/f/{HASH}/{ENTRY_NAME}");
+    ok(store.put(&key, vec![Bytes::from_static(b"short")]));
+    assert!(matches!(
+        read_metadata(&store, &key),
+        Err(RemoteError::Damaged { .. })
+    ));
+    let mut chunks = encode(b"{}", vec![Bytes::from_static(b"output")]);
+    chunks.push(Bytes::from_static(b"trailing"));
+    ok(store.put(&key, chunks));
+    assert!(matches!(
+        read_metadata(&store, &key),
+        Err(RemoteError::Damaged { .. })
+    ));
+    let mut head = encode(b"{}", vec![]).concat();
+    head[40] ^= 1; // a flipped metadata byte
+    ok(store.put(&key, vec![Bytes::from(head)]));
+    assert!(matches!(
+        read_metadata(&store, &key),
+        Err(RemoteError::Damaged { .. })
+    ));
+}
+
+#[test]
+fn own_keys_are_the_objects_the_store_writes() {
+    assert!(is_own_key("m/f/func_code.py"));
+    assert!(is_own_key(&format!("m/f/{HASH}/{ENTRY_NAME}")));
+    assert!(is_own_key(&format!("m/f/{HASH}.lease")));
+    assert!(is_own_key(&format!("m/f/{HASH}.atime")));
+    assert!(!is_own_key("m/f/notes.txt"));
+    assert!(!is_own_key(&format!("m/f/not-a-hash/{ENTRY_NAME}")));
+    assert!(!is_own_key("m/f/x.lease"));
+}
+
+#[test]
+fn clear_own_leaves_foreign_objects() {
+    let store = memory_store();
+    ok(store.put(
+        "m/f/func_code.py",
+        vec![Bytes::from_static(b"def f(): pass")],
+    ));
+    let entry = format!("m/f/{HASH}/{ENTRY_NAME}");
+    ok(store.put(&entry, encode(b"{}", vec![Bytes::from_static(b"out")])));
+    ok(store.put(&format!("m/f/{HASH}.atime"), vec![]));
+    ok(store.put("m/f/README", vec![Bytes::from_static(b"mine")]));
+    ok(store.put("other/data.csv", vec![Bytes::from_static(b"1,2")]));
+    let cleared = ok(clear_own(&store, ""));
+    assert_eq!((cleared.removed, cleared.entries), (3, 1));
+    let mut skipped = cleared.skipped.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        vec!["m/f/README".to_owned(), "other/data.csv".to_owned()]
+    );
+    let mut left: Vec<String> = ok(store.list("")).into_iter().map(|l| l.key).collect();
+    left.sort();
+    assert_eq!(left, skipped);
 }
