@@ -207,3 +207,36 @@ def test_a_hit_never_opens_a_file_that_is_gone(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cached(5)["n"] == 2
+
+
+MEMORY_MODULES = [
+    "memory.py",
+    "_memorized_func.py",
+    "_func_code_check.py",
+    "_memory_results.py",
+    "_memory_location.py",
+    "_store_base.py",
+    "_store_backends.py",
+]
+
+
+def test_memory_modules_are_readable_and_import_nothing_above_them():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(joblib_rs.__file__).parent
+    # Each module may import only modules listed after it (memory.py is the face on top).
+    order = [name.removesuffix(".py") for name in MEMORY_MODULES]
+    for i, name in enumerate(MEMORY_MODULES):
+        source = (root / name).read_text()
+        assert len(source.splitlines()) <= 600, name
+        tree = ast.parse(source)
+        assert ast.get_docstring(tree), name
+        imported = {
+            alias.name if node.module == "joblib_rs" else node.module.rsplit(".", 1)[-1]
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("joblib_rs")
+            for alias in node.names
+        }
+        above = set(order[: i + 1])
+        assert not (imported & above), (name, imported & above)
