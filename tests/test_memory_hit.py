@@ -215,8 +215,8 @@ MEMORY_MODULES = [
     "_func_code_check.py",
     "_memory_results.py",
     "_memory_location.py",
-    "_store_base.py",
     "_store_backends.py",
+    "_store_base.py",
 ]
 
 
