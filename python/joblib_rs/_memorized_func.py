@@ -200,7 +200,8 @@ class MemorizedFunc(Logger, CodeCheck):
         found, output = self.store_backend.finish_fetch(entry, hit, self.mmap_mode)
         if found:
             return output
-        bound = self._key(args, kwargs)[0]
+        binder = self._binder
+        bound = binder.bind(args, kwargs) if binder is not None else self._key(args, kwargs)[0]
         return self._miss((self.func_id, args_id), args, kwargs, bound, False)[0]
 
     def call_and_shelve(self, *args: Any, **kwargs: Any) -> MemorizedResult:
