@@ -111,6 +111,14 @@ def _settle():
     time.sleep(0.12)
 
 
+def _flip_in_place(path):
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        data[len(data) // 2] ^= 0xFF
+        f.seek(0)
+        f.write(data)
+
+
 def test_kept_pickle_is_dropped_when_the_file_changes_in_place(tmp_path):
     calls.clear()
     cached = joblib_rs.Memory(tmp_path, verbose=0).cache(counted)
@@ -118,19 +126,29 @@ def test_kept_pickle_is_dropped_when_the_file_changes_in_place(tmp_path):
     _settle()
     assert cached(7) == first
     assert cached(7) == first
-    path = _entry_output(cached, 7)
-    st = os.stat(path)
-    with open(path, "r+b") as f:
-        data = bytearray(f.read())
-        data[len(data) // 2] ^= 0xFF
-        f.seek(0)
-        f.write(data)
-    # Same size, modification time put back: only the change time tells.
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _flip_in_place(_entry_output(cached, 7))  # same size and inode, a new mtime
     with pytest.warns(joblib_rs.CacheWarning, match="could not be loaded"):
         again = cached(7)
     assert again["n"] == 2
     assert len(calls) == 2
+
+
+def test_a_change_hiding_its_mtime_gets_the_stored_bytes_then_is_caught(tmp_path):
+    calls.clear()
+    cached = joblib_rs.Memory(tmp_path, verbose=0).cache(counted)
+    first = cached(8)
+    _settle()
+    assert cached(8) == first
+    path = _entry_output(cached, 8)
+    st = os.stat(path)
+    _flip_in_place(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # The kept bytes are the verified, stored ones: never the flipped byte.
+    assert cached(8) == first
+    time.sleep(1.1)  # the entry's verification (once a second) reads the file again
+    with pytest.warns(joblib_rs.CacheWarning, match="could not be loaded"):
+        again = cached(8)
+    assert again["n"] == 2
 
 
 def test_kept_pickle_follows_a_replaced_entry(tmp_path):

@@ -75,7 +75,7 @@ def _settled(st: os.stat_result) -> bool:
     """Whether a file is old enough that any later change to it changes its modification
     time: a change in the same tick of the file system's clock as the last write would not
     (git's "racy clean" rule). Until then a mapped entry is verified on every hit."""
-    age = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns)
+    age = time.time_ns() - st.st_mtime_ns
     coarse = st.st_mtime_ns % 1_000_000_000 == 0
     return age > (_COARSE_RACY_NS if coarse else _RACY_NS)
 
@@ -203,7 +203,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         whenever the file's identity, size or modification time changed since), the mapped
         payloads are also read once to verify their checksums; later hits only ``stat``."""
         st = os.stat(path)
-        token = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        token = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         mapped_ok = self.__dict__.setdefault("_mapped_ok", {})
         if mapped_ok.get(path) == token:
             return numpy_pickle.load(path, mmap_mode=mmap_mode)

@@ -10,11 +10,12 @@
 //! Why a version is enough (see `docs/memory.md`, "Integrity of hits"): entries are never
 //! rewritten in place by the store, only replaced by renaming a new folder over them, so a
 //! replaced output is a different inode, created while the old one still existed (distinct
-//! numbers) or after it was removed (then its change time is later than the old one's). Any
-//! write to the same inode sets its modification and change times to the current time of the
-//! file system's clock; the change time cannot be set by users at all. A version is only
-//! trusted once *settled*: older than one tick of that clock, so that a later write cannot
-//! carry the same time stamp (git's "racy clean" rule).
+//! numbers) or after it was removed (then written later: a later modification time). Any
+//! write to the same inode sets its modification time to the current time of the file
+//! system's clock. A version is only trusted once *settled*: its modification time older
+//! than one tick of that clock, so that a later write cannot carry the same time stamp (git's
+//! "racy clean" rule). The change time is left out on purpose: the store's own access-time
+//! refresh (LRU) changes it.
 
 use std::fs::Metadata;
 use std::io::ErrorKind;
@@ -37,7 +38,6 @@ pub struct FileVersion {
     ino: u64,
     size: u64,
     mtime_ns: i128,
-    ctime_ns: i128,
 }
 
 impl FileVersion {
@@ -51,7 +51,6 @@ impl FileVersion {
                 ino: meta.ino(),
                 size: meta.size(),
                 mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
             })
         }
         #[cfg(not(unix))]
@@ -72,9 +71,8 @@ impl FileVersion {
         let now_ns = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
-        let newest = self.mtime_ns.max(self.ctime_ns);
         let coarse = self.mtime_ns % 1_000_000_000 == 0;
-        now_ns - newest > if coarse { COARSE_RACY_NS } else { RACY_NS }
+        now_ns - self.mtime_ns > if coarse { COARSE_RACY_NS } else { RACY_NS }
     }
 }
 
