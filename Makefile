@@ -41,13 +41,18 @@ py-test:
 	$(PY) -m pytest
 
 ## joblib's own test suite, then scikit-learn's joblib-heavy tests, each on joblib and on
-## joblib-rs (many minutes; not part of `test`): writes docs/compatibility.md.
+## joblib-rs (many minutes; not part of `test`): writes docs/compatibility.md. Then
+## scikit-learn on ray's and dask's joblib backends through install().
 ## Extra arguments: make compat COMPAT_ARGS="--files test_hashing".
-compat: install
+compat: $(PY)
+	# As `install`, plus ray (the 'ray' extra): too large for make test, which skips its test.
+	$(PY) -m pip install --quiet '.[test,ray]'
 	# joblib's async Memory tests need pytest-asyncio: kept out of the venv (and of make test).
 	$(PY) -m pip install --quiet --no-deps --target target/compat/site 'pytest-asyncio>=0.23'
 	$(PY) tests/compat/run_joblib_suite.py $(COMPAT_ARGS)
 	$(PY) tests/compat/run_sklearn_suite.py
+	$(PY) -m pytest -q tests/test_ray.py \
+		tests/test_install.py::test_scikit_learn_on_a_dask_cluster_through_install
 
 ## Editable install with a quick optimised build, for development.
 dev: $(PY)

@@ -45,3 +45,13 @@ def test_wrapped_local_class_instances_pickle():
     clone = pickle.loads(pickle.dumps(obj))
     assert clone.double() == 10
     assert clone.value == 5
+
+
+def test_fallback_wrapper_returns_the_object_itself():
+    from joblib_rs._cloudpickle_wrapper import _my_wrap_non_picklable_objects
+
+    def local(x):
+        return x + 1
+
+    assert _my_wrap_non_picklable_objects(local) is local
+    assert _my_wrap_non_picklable_objects(local, keep_wrapper=False)(1) == 2

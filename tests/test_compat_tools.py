@@ -43,10 +43,17 @@ def test_alias_package_serves_joblib_rs_and_joblibs_tests():
 
 
 def test_classify_known_and_unknown_failures():
-    loky = classify(
+    module = classify(
         "test_parallel", "x::y", "E   ModuleNotFoundError: No module named 'joblib.externals'"
     )
-    assert loky.kind == "missing" and loky.key == "loky"
+    assert module.kind == "missing" and module.key == "module:joblib.externals"
+    prefetch = classify(
+        "test_parallel",
+        "joblib.test.test_parallel::test_parallel_unordered_generator_returns_fastest_first"
+        "[loky-2]",
+        "assert False",
+    )
+    assert prefetch.kind == "difference" and "differences.md" in prefetch.detail
     name = classify(
         "test_x", "m::t", "ImportError: cannot import name 'Foo' from 'joblib_rs.memory'"
     )

@@ -480,3 +480,41 @@ def test_memory_shared_by_tasks_on_different_workers(client, tmp_path):
         )
     assert [value for value, _ in again] == [x * x for x in xs]
     assert len(os.listdir(log_dir)) == 3
+
+
+def _process_backend_inside_a_dask_task(backend):
+    import warnings
+
+    from joblib_rs import Parallel, delayed
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = Parallel(n_jobs=2, backend=backend)(delayed(abs)(-i) for i in range(3))
+    return out, [str(w.message) for w in record]
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_process_backends_inside_a_daemonic_dask_worker_name_the_dask_setting(client, backend):
+    from joblib_rs._parallel_backends import inside_dask_worker
+
+    assert not inside_dask_worker()
+    task = client.submit(_process_backend_inside_a_dask_task, backend, pure=False)
+    out, messages = task.result()
+    assert out == [0, 1, 2]
+    assert len(messages) == 1 and "distributed.worker.daemon" in messages[0]
+
+
+def _inc(x):
+    return x + 1
+
+
+def test_batch_names_and_runs_its_calls(client):
+    from joblib_rs import delayed
+    from joblib_rs._dask import Batch, is_weakrefable
+
+    tasks = [delayed(_inc)(i) for i in range(4)]
+    assert repr(Batch(tasks)) == "batch_of__inc_4_calls"
+    mixed = [delayed(abs)(i) if i % 2 else delayed(_inc)(i) for i in range(4)]
+    assert repr(Batch(mixed)) == "mixed_batch_of__inc_4_calls"
+    assert client.submit(Batch(mixed), mixed, pure=False).result() == [1, 1, 3, 3]
+    assert is_weakrefable(Batch) and not is_weakrefable(1)

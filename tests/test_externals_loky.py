@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -97,13 +98,24 @@ def test_shutdown_and_kill_workers() -> None:
     assert get_reusable_executor(max_workers=2) is not executor
 
 
+def _negated(value: Fraction) -> tuple:
+    return Fraction, (-value.numerator, value.denominator)
+
+
+def _square_plus_one(value: Fraction) -> Fraction:
+    return value * value + 1
+
+
 def test_private_executor_environment_and_arguments() -> None:
     with ProcessPoolExecutor(max_workers=1, env={"JRS_EXAMPLE": "42"}) as executor:
         assert executor.submit(_getenv, "JRS_EXAMPLE").result(timeout=60) == "42"
     with pytest.raises(ValueError, match="max_workers"):
         ProcessPoolExecutor(max_workers=0)
-    with pytest.raises(TypeError, match="reducers"):
-        ProcessPoolExecutor(max_workers=1, job_reducers={int: None})
+    # Reducer tables apply to what travels: here a Fraction goes as its negation.
+    with ProcessPoolExecutor(max_workers=1, job_reducers={Fraction: _negated}) as executor:
+        assert executor.submit(_square_plus_one, Fraction(3)).result(timeout=60) == 10
+    with ProcessPoolExecutor(max_workers=1, result_reducers={Fraction: _negated}) as executor:
+        assert executor.submit(_square_plus_one, Fraction(3)).result(timeout=60) == -10
 
 
 def test_set_loky_pickler_and_names() -> None:

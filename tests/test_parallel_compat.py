@@ -195,3 +195,22 @@ def test_manager_proxies_work_in_workers(backend):
         assert sorted(shared.keys()) == list(range(6))
         assert os.getpid() not in set(shared.values())
         assert sorted(items.get(timeout=WAIT) for _ in range(6)) == list(range(6))
+
+
+def test_aborting_flag_after_closing_a_generator():
+    import gc
+    import threading
+
+    release = threading.Event()
+    parallel = Parallel(2, backend="threading", return_as="generator")
+    assert not parallel._aborting
+    gen = parallel(delayed(release.wait)(30) for _ in range(6))
+    # Dispatching starts with the call; closing the generator before reading aborts it.
+    with pytest.warns(UserWarning):
+        gen.close()
+    del gen
+    gc.collect()
+    release.set()
+    assert parallel._aborting
+    done = Parallel(2, backend="threading")(delayed(abs)(-i) for i in range(3))
+    assert done == [0, 1, 2]

@@ -201,3 +201,26 @@ def test_hits_load_exactly_what_load_returns(tmp_path, value):
             np.testing.assert_array_equal(a, b)
     else:
         assert hit == reference
+
+
+def test_unpicklable_output_warns_as_joblib_does(tmp_path):
+    import pickle
+    import warnings
+
+    from joblib_rs import Memory
+    from joblib_rs._store_backends import CachePicklingWarning, CacheWarning
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise pickle.PicklingError("not picklable here")
+
+    memory = Memory(tmp_path, verbose=0)
+    cached = memory.cache(lambda x: Unpicklable())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = cached(1)
+    assert isinstance(result, Unpicklable)
+    [warning] = [w for w in seen if issubclass(w.category, CacheWarning)]
+    assert issubclass(warning.category, CachePicklingWarning)
+    assert issubclass(warning.category, FutureWarning)
+    assert "not picklable here" in str(warning.message)

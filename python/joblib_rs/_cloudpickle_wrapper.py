@@ -13,6 +13,12 @@ __all__ = ["wrap_non_picklable_objects"]
 T = TypeVar("T")
 
 
+def _my_wrap_non_picklable_objects(obj: T, keep_wrapper: bool = True) -> T:
+    """joblib's fallback of :func:`wrap_non_picklable_objects` where multiprocessing is
+    missing: nothing is ever sent to another process, so ``obj`` is returned as is."""
+    return obj
+
+
 def _rebuild(payload: bytes) -> Any:
     return cloudpickle.loads(payload)
 

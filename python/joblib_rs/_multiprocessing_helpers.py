@@ -48,6 +48,16 @@ def _probe() -> ModuleType | None:
 mp: ModuleType | None = _probe()
 assert_spawning: Any
 if mp is not None:
+    import multiprocessing.context as _mp_context
     from multiprocessing.context import assert_spawning
+
+    class LokyContext(_mp_context.SpawnContext):
+        """The ``'loky'`` start method: processes start as fresh interpreters (``'spawn'``
+        under loky's name, see ``externals.loky.backend.context``)."""
+
+        _name = "loky"
+
+    # As importing joblib (loky) does: ``set_start_method("loky")`` works after the import.
+    _mp_context._concrete_contexts.setdefault("loky", LokyContext())  # type: ignore[attr-defined]
 else:
     assert_spawning = None

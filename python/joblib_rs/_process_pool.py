@@ -101,6 +101,13 @@ def _describe_exit(how: str, value: int) -> str:
     return "ended for an unknown reason"
 
 
+def _mp_log_level() -> int | None:
+    """The level of :mod:`multiprocessing`'s logger if the program enabled it, else None."""
+    util = sys.modules.get("multiprocessing.util")
+    logger = getattr(util, "_logger", None)
+    return None if logger is None else logger.getEffectiveLevel()
+
+
 class ProcessPool:
     """A pool of ``n_workers`` worker processes running pickled callables.
 
@@ -144,6 +151,7 @@ class ProcessPool:
             # Managers and other multiprocessing connections check it.
             "authkey": bytes(multiprocessing.current_process().authkey),
             "array_policy": policy,
+            "mp_log_level": _mp_log_level(),
         }
         if initializer is not None:
             settings["initializer"] = cloudpickle.dumps((initializer, tuple(initargs)))

@@ -29,6 +29,7 @@ from joblib_rs import _core, numpy_pickle
 from joblib_rs._store_base import (
     DEFAULT_LOCK_TIMEOUT,
     CacheItemInfo,
+    CachePicklingWarning,
     CacheWarning,
     StoreBackendBase,
     StoreBackendMixin,
@@ -39,9 +40,11 @@ from joblib_rs._store_base import (
     concurrency_safe_write,
     memstr_to_bytes,
 )
+from joblib_rs.disk import mkdirp, rm_subdirs  # noqa: F401  (joblib's module has them)
 
 __all__ = [
     "CacheItemInfo",
+    "CachePicklingWarning",
     "CacheWarning",
     "FileSystemStoreBackend",
     "StoreBackendBase",
@@ -164,7 +167,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         gitignore = os.path.join(cache_dir or self.location, ".gitignore")
         if not os.path.exists(gitignore):
             try:
-                _core.store_write_atomic(gitignore, b"# Created by joblib-rs automatically.\n*\n")
+                _core.store_write_atomic(gitignore, b"# Created by joblib automatically.\n*\n")
             except OSError as e:
                 warnings.warn(f"Unable to write {gitignore}. Exception: {e}.", stacklevel=2)
         self.compress = options.get("compress", False)
@@ -400,7 +403,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             except PicklingError as e:
                 warnings.warn(
                     f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
-                    CacheWarning,
+                    CachePicklingWarning,
                     stacklevel=3,
                 )
                 break

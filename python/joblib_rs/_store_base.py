@@ -39,6 +39,7 @@ from joblib_rs._func_inspect import format_time
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "CacheItemInfo",
+    "CachePicklingWarning",
     "CacheWarning",
     "StoreBackendBase",
     "StoreBackendMixin",
@@ -94,6 +95,11 @@ def _makedirs(path: str, attempts: int = 5) -> None:
 class CacheWarning(Warning):
     """Warning about the cache: a damaged entry recomputed, an output that could not be
     stored, a lock waited on for too long. The result returned is always correct."""
+
+
+class CachePicklingWarning(CacheWarning, FutureWarning):
+    """An output could not be pickled for the cache: a :class:`CacheWarning`, and the
+    ``FutureWarning`` joblib emits (it announces that this will become an error)."""
 
 
 def memstr_to_bytes(text: str) -> int:
@@ -213,7 +219,7 @@ class StoreBackendMixin:
         except PicklingError as e:
             warnings.warn(
                 f"Unable to cache to disk: failed to pickle output. Exception: {e}.",
-                CacheWarning,
+                CachePicklingWarning,
                 stacklevel=2,
             )
         except Exception as e:

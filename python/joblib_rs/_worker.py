@@ -54,11 +54,22 @@ def _send(sock: socket.socket, kind: int, task_id: int, payload: bytes = b"") ->
 def _apply_init(settings: dict) -> ArrayPolicy | None:
     """Applies the parent's settings; returns the array policy for results."""
     sys.path[:] = settings.get("sys_path", sys.path)
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    # Named as loky names its workers: code (and logs) inspecting the process see the same.
+    process.name = f"LokyProcess-{os.getpid()}"
     authkey = settings.get("authkey")
     if authkey is not None:
-        import multiprocessing
+        process.authkey = authkey
+    log_level = settings.get("mp_log_level")
+    if log_level is not None:
+        # The parent called multiprocessing.util.log_to_stderr(): log here too, as loky's
+        # workers (multiprocessing children) do.
+        from multiprocessing import util
 
-        multiprocessing.current_process().authkey = authkey
+        util.log_to_stderr(log_level)
+        util.info("child process calling self.run()")
     initializer = settings.get("initializer")
     if initializer is not None:
         func, args = pickle.loads(initializer)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from concurrent.futures.process import BrokenProcessPool
+try:
+    from concurrent.futures.process import BrokenProcessPool
+except ImportError:  # no _multiprocessing (Pyodide, WASI): joblib-rs then runs sequentially
+    from concurrent.futures import BrokenExecutor
+
+    class BrokenProcessPool(BrokenExecutor):  # type: ignore[no-redef]
+        """A process pool is broken (``concurrent.futures.process``'s, on platforms that
+        have it)."""
+
 
 __all__ = ["BrokenProcessPool", "RemoteTraceback", "TerminatedWorkerError"]
 

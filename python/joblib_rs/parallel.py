@@ -490,6 +490,11 @@ class Parallel:
         """Number of tasks of the current (or last) call, when its input has a length."""
         return self._call.n_tasks if self._call is not None else None
 
+    @property
+    def _aborting(self) -> bool:
+        """Whether the current (or last) call is aborting (an error, or its generator closed)."""
+        return self._call is not None and self._call.aborting
+
     def dispatch_next(self) -> None:
         """Dispatch one more batch of the current call (joblib's hook for backends)."""
         if self._call is not None:

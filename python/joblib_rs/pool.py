@@ -8,7 +8,8 @@
     MemmappingPool: forward reducer for numpy arrays ≥ max_nbytes: written once per array to
                     the pool's temp folder, rebuilt in the worker as np.memmap(mmap_mode)
 
-Third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
+The ``'multiprocessing'`` backend builds its pool as a ``MemmappingPool``, as joblib's does, so
+third-party backends build on these (ray's joblib backend swaps ``PicklingPool``'s base for
 its own ``Pool`` and lets ``MultiprocessingBackend`` instantiate ``MemmappingPool``).
 joblib-rs's own ``'loky'`` backend does not use them: its Rust pool has its own transport.
 """
@@ -18,10 +19,6 @@ from __future__ import annotations
 import copyreg
 import io
 import multiprocessing as mp
-import os
-import shutil
-import tempfile
-import threading
 from multiprocessing.pool import Pool
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.reduction import ForkingPickler
@@ -112,46 +109,6 @@ class PicklingPool(Pool):
         self._quick_get = self._outqueue._recv
 
 
-def _rebuild_memmap(path: str, dtype: Any, shape: tuple[int, ...], order: str, mode: str) -> Any:
-    import numpy as np
-
-    if not shape or 0 in shape:
-        return np.empty(shape, dtype=dtype, order=order)  # type: ignore[call-overload]
-    return np.memmap(path, dtype=dtype, mode=mode, shape=shape, order=order)
-
-
-class _ArrayToMemmap:
-    """Forward reducer of numpy arrays: large ones travel as a memory map of a file."""
-
-    def __init__(self, folder: str, max_nbytes: int | None, mmap_mode: str) -> None:
-        self.folder = folder
-        self.max_nbytes = max_nbytes
-        self.mmap_mode = mmap_mode
-        self._written: dict[int, tuple[Any, str]] = {}
-        self._lock = threading.Lock()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_ArrayToMemmap, (self.folder, self.max_nbytes, self.mmap_mode))
-
-    def __call__(self, array: Any) -> tuple[Any, ...]:
-        import numpy as np
-
-        if self.max_nbytes is None or array.nbytes < self.max_nbytes or array.dtype.hasobject:
-            return array.__reduce_ex__(5)  # type: ignore[no-any-return]
-        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-        filename = getattr(array, "filename", None)
-        if isinstance(array, np.memmap) and filename and array.offset == 0:
-            if array.flags.c_contiguous or array.flags.f_contiguous:
-                return _rebuild_memmap, (filename, array.dtype, array.shape, order, self.mmap_mode)
-        with self._lock:
-            known = self._written.get(id(array))
-            if known is None or known[0] is not array:
-                path = os.path.join(self.folder, f"array-{os.getpid()}-{len(self._written)}.dat")
-                np.asarray(array).ravel(order="K" if order == "C" else "F").tofile(path)
-                known = self._written[id(array)] = (array, path)
-        return _rebuild_memmap, (known[1], array.dtype, array.shape, order, self.mmap_mode)
-
-
 class MemmappingPool(PicklingPool):
     """A :class:`PicklingPool` that sends large numpy arrays to workers as memory maps.
 
@@ -168,7 +125,8 @@ class MemmappingPool(PicklingPool):
     temp_folder : str, optional
         Where the folder of memory-mapped arrays is made.
     max_nbytes : int or None, default=1e6
-        Arrays of at least this many bytes are memory-mapped; None disables it.
+        Arrays of at least this many bytes are memory-mapped; None disables it (and no
+        folder is made).
     mmap_mode : {'r+', 'r', 'w+', 'c'}, default='r'
         How workers open the arrays.
     forward_reducers, backward_reducers : dict, optional
@@ -193,34 +151,44 @@ class MemmappingPool(PicklingPool):
         prewarm: bool = False,
         **kwargs: Any,
     ) -> None:
-        from joblib_rs._memmapping import resolve_temp_folder
+        from joblib_rs._memmapping_reducer import (
+            TemporaryResourcesManager,
+            get_memmapping_reducers,
+        )
 
-        base = resolve_temp_folder(temp_folder)
-        os.makedirs(base, exist_ok=True)
-        self._temp_folder = tempfile.mkdtemp(prefix=f"joblib_rs_pool_{os.getpid()}_", dir=base)
-        forward = dict(forward_reducers or {})
+        self._temp_folder_manager = TemporaryResourcesManager(temp_folder)
+        # The folder's name is chosen now; it is made when a first array is written (never
+        # with max_nbytes=None, which the 'multiprocessing' backend passes).
+        self._temp_folder: str | None = (
+            None if max_nbytes is None else self._temp_folder_manager.resolve_temp_folder_name()
+        )
+        forward, backward = get_memmapping_reducers(
+            forward_reducers,
+            backward_reducers,
+            temp_folder_resolver=self._temp_folder_manager.resolve_temp_folder_name,
+            max_nbytes=max_nbytes,
+            mmap_mode=mmap_mode,
+            verbose=verbose,
+            prewarm=prewarm,
+            unlink_on_gc_collect=False,
+        )
         try:
-            import numpy as np
-        except ImportError:
-            np = None
-        if np is not None and max_nbytes is not None:
-            reducer = _ArrayToMemmap(self._temp_folder, int(max_nbytes), mmap_mode)
-            forward.setdefault(np.ndarray, reducer)
-            forward.setdefault(np.memmap, reducer)
-        try:
-            super().__init__(processes, forward, backward_reducers, **kwargs)
+            super().__init__(processes, forward, backward, **kwargs)
         except BaseException:
-            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._remove_temp_folder()
             raise
+
+    def _remove_temp_folder(self) -> None:
+        self._temp_folder_manager._clean_temporary_resources(force=True)
 
     def terminate(self) -> None:
         """Stop the workers now and remove the folder of memory-mapped arrays."""
         try:
             super().terminate()
         finally:
-            shutil.rmtree(self._temp_folder, ignore_errors=True)
+            self._remove_temp_folder()
 
     def join(self) -> None:
         """Wait for the workers, then remove the folder of memory-mapped arrays."""
         super().join()
-        shutil.rmtree(self._temp_folder, ignore_errors=True)
+        self._remove_temp_folder()

@@ -89,31 +89,17 @@ _DEFAULT_HASH = Reason(
     "`hash_name='md5'` gives joblib's values).",
 )
 
+_MEMORY_LAYOUT = Reason(
+    "memory-layout",
+    "the `Memory` folder is `<location>/joblib_rs` and entries store `output.jrs`; tests look "
+    "for joblib's paths (or damage `output.pkl`, which joblib-rs does not read)",
+    "difference",
+    "memory/store engineer",
+    'differences.md, Files and caches: "The `Memory` folder is `<location>/joblib_rs`".',
+)
+
 #: Known causes, most specific first.
 RULES: list[Rule] = [
-    Rule(
-        r"No module named 'joblib\.externals",
-        Reason(
-            "loky",
-            "`joblib.externals.loky` does not exist (`get_reusable_executor`, "
-            "`resource_tracker`...): `test_parallel` does not import, nor do the files "
-            "importing it",
-            "missing",
-            "parallel-engine engineer",
-            "`get_reusable_executor` needs a real Executor on the Rust process pool (engine "
-            "redesign).",
-        ),
-    ),
-    Rule(
-        r"cannot find context for 'loky'|^test_module::.*test_no_resource_tracker_on_import",
-        Reason(
-            "loky-context",
-            "no `'loky'` multiprocessing context / `loky.backend.resource_tracker` (loky "
-            "registers them on import)",
-            "missing",
-            "parallel-engine engineer",
-        ),
-    ),
     Rule(
         r"Non-zero return code: -15",
         Reason(
@@ -122,28 +108,6 @@ RULES: list[Rule] = [
             "takes 6-8 s for joblib and joblib-rs alike on this loaded 2-core machine",
             "environment",
             "none (flaky under load)",
-        ),
-    ),
-    Rule(
-        r"^test_memmapping::.*ArrayMemmapForwardReducer",
-        Reason(
-            "memmapping-reducers",
-            "`test_memmapping` imports loky's pool machinery: `_memmapping_reducer."
-            "ArrayMemmapForwardReducer`, `joblib.executor._TestingMemmappingExecutor`, "
-            "`joblib.pool.MemmappingPool`",
-            "missing",
-            "parallel-engine engineer",
-            "The pool-independent names of `_memmapping_reducer` exist (`has_shareable_memory`, "
-            "`_get_backing_memmap`, `_strided_from_memmap`, `_WeakArrayKeyMap`...).",
-        ),
-    ),
-    Rule(
-        r"No module named 'joblib\.pool'",
-        Reason(
-            "pool",
-            "`joblib.pool` (`MemmappingPool`, `PicklingPool`) does not exist",
-            "missing",
-            "parallel-engine engineer",
         ),
     ),
     Rule(
@@ -163,40 +127,160 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
-        r"^test_memory(_async)?::.*(check_mmap_mode|recomputes_after_an_error_while_loading|"
-        r"reduce_size_bytes_limit)",
+        r"^test_memory(_async)?::.*(check_mmap_mode|recomputes_after_an_error_while_loading)",
+        _MEMORY_LAYOUT,
+    ),
+    Rule(
+        r"^test_memory::.*test_memory_reduce_size_bytes_limit",
         Reason(
-            "memory-warnings",
-            "`Memory` does not emit the warnings joblib's tests count (loading a cached result "
-            "with another `mmap_mode`, recomputing after a load error), and `reduce_size` "
-            "keeps a different number of entries",
-            "bug",
+            "memory-entry-size",
+            "entries are joblib-rs files (`output.jrs`, a checksummed container): a 1000-byte "
+            "result takes ~1.5 kB on disk, so a `bytes_limit` tuned to joblib's entry size "
+            "keeps one entry fewer",
+            "difference",
             "memory/store engineer",
+            'differences.md, Files and caches: "New file format for `dump`" and "The '
+            '`Memory` folder is `<location>/joblib_rs`" (entries store `output.jrs`).',
+        ),
+    ),
+    Rule(
+        r"^test_memory::.*test_memory_clear\b",
+        Reason(
+            "store-marker",
+            "`clear()` keeps the store's `.joblib-rs-store` marker (the folder stays a known "
+            "joblib-rs cache); joblib leaves the location empty",
+            "difference",
+            "memory/store engineer",
+            'differences.md, Files and caches: "`clear()` keeps the marker file".',
+        ),
+    ),
+    Rule(
+        r"^test_store_backends::.*test_store_cached_func_code_is_not_written_in_place",
+        Reason(
+            "store-atomic-writer",
+            "`FileSystemStoreBackend` writes `func_code.py` and entries with joblib-rs's "
+            "atomic writer (temporary file + rename, in Rust), not through `_open_item`: the "
+            "test's failing `_open_item` is never called (the property it protects holds)",
+            "difference",
+            "memory/store engineer",
+            'differences.md, Files and caches: "The store writes through its atomic writer".',
+        ),
+    ),
+    Rule(
+        r"^test_memmapping::.*\[multiprocessing",
+        Reason(
+            "memmapping-pool",
+            "`joblib.pool.MemmappingPool` has its own array reducer and folder "
+            "(`pool._ArrayToMemmap`), not `_memmapping_reducer.get_memmapping_reducers` / "
+            "`TemporaryResourcesManager`: it makes a sub-folder of `temp_folder` up front, "
+            "copies memmaps with an offset or a view, has no result reducer",
+            "bug",
+            "owner of `python/joblib_rs/pool.py` (ray backend work)",
+            "The executor side (`joblib.executor`, the `[loky]` cases) passes; `MemmappingPool` "
+            "can build on the same reducers.",
+        ),
+    ),
+    Rule(
+        r"^test_memmapping::.*test_memmap_returned_as_regular_array",
+        Reason(
+            "shared-results",
+            "results of at least `max_nbytes` come back memory-mapped (copy-on-write, from the "
+            "call's temporary folder) and a returned temporary memmap stays a memmap; joblib "
+            "returns in-memory copies",
+            "difference",
+            "parallel-engine engineer",
+            'differences.md, Parallel: "Large results come back memory-mapped".',
+        ),
+    ),
+    Rule(
+        r"^test_parallel::.*test_multiple_generator_call_separated_gc\[.*loky-True\]",
+        Reason(
+            "generator-own-pool",
+            "two `return_as='generator'` calls alive at once each get their own pool; joblib "
+            "raises `RuntimeError` for the second",
+            "difference",
+            "parallel-engine engineer",
+            "differences.md, Parallel: \"two `return_as='generator'` calls alive at once each "
+            'get their own pool (joblib raises)".',
+        ),
+    ),
+    Rule(
+        r"^test_parallel::.*test_parallel_unordered_generator_returns_fastest_first\[loky",
+        Reason(
+            "pool-prefetch",
+            "a busy worker of the Rust pool may hold one prefetched task, which then waits "
+            "for the long task ahead of it; joblib's loky hands tasks out from one shared queue",
+            "difference",
+            "parallel-engine engineer",
+            'differences.md, Parallel: "A busy worker holds one prefetched task".',
+        ),
+    ),
+    Rule(
+        r"^test_parallel::.*test_batching_auto_threading",
+        Reason(
+            "threading-batches",
+            "the threading backend batches tiny tasks for dispatch (joblib never batches "
+            "threads); tasks still start one by one",
+            "difference",
+            "parallel-engine engineer",
+            'differences.md, Parallel: "The threading backend batches tiny tasks for dispatch".',
+        ),
+    ),
+    Rule(
+        r"^test_dask::.*test_joblib_warning_inside_dask_daemonic_worker\[multiprocessing",
+        Reason(
+            "dask-daemon-message-mp",
+            "the multiprocessing backend's refusal inside a daemonic dask worker does not "
+            "name `distributed.worker.daemon` (the loky backend's does: "
+            "`_backends.base.DASK_DAEMON_REFUSAL`, `inside_dask_worker()`)",
+            "bug",
+            "owner of `python/joblib_rs/_backends/multiprocessing_pool.py` (ray backend work)",
+        ),
+    ),
+    Rule(
+        r"^test_dask::.*test_auto_scatter",
+        Reason(
+            "dask-scatter-threshold",
+            "the `'dask'` backend scatters arguments from `max_nbytes` (1 MiB by default) on, "
+            "not from 1 kB: the test's 10 kB arrays travel inside the tasks",
+            "difference",
+            "parallel-engine engineer",
+            "differences.md, Parallel: \"'dask' backend: arguments are scattered to the cluster "
+            'from `max_nbytes`".',
+        ),
+    ),
+    Rule(
+        r"^test_dask::.*test_manual_scatter",
+        Reason(
+            "dask-scatter-once",
+            "`scatter=[...]` objects are serialized once for all workers; joblib's count "
+            "equals `client.scatter(obj, broadcast=True)` per object (more serializations)",
+            "difference",
+            "parallel-engine engineer",
+            'differences.md, Parallel: "`scatter=[...]` serializes each object once".',
+        ),
+    ),
+    Rule(
+        r"^test_dask::.*test_simple.*thread\(s\) were leaked",
+        Reason(
+            "dask-callback-thread",
+            "results are collected through dask futures' done-callbacks, which start "
+            "distributed's callback thread once per process; the first test doing so sees it "
+            "as a leaked thread (joblib collects in the client's event loop)",
+            "difference",
+            "parallel-engine engineer",
+            'differences.md, Parallel: "dask results arrive through future callbacks".',
         ),
     ),
     Rule(
         r"^test_memory(_async)?::.*(joblib_rs/joblib|/joblib_rs/|output\.pkl|Created by joblib)",
-        Reason(
-            "memory-layout",
-            "the `Memory` folder is `<location>/joblib_rs` and entries store `output.jrs`; "
-            "tests look for joblib's paths",
-            "difference",
-            "memory/store engineer",
-            'differences.md, Files and caches: "The `Memory` folder is `<location>/joblib_rs`".',
-        ),
+        _MEMORY_LAYOUT,
     ),
     Rule(
         r"^test_memory(_async)?::.*(test_func_dir|test_call_and_shelve_lazily_load_stored_result|"
         r"test__get_items|test_memory_creates_gitignore|"
         r"test_parallel_call_cached_function_defined_in_jupyter)",
-        Reason(
-            "memory-layout",
-            "the `Memory` folder is `<location>/joblib_rs` and entries store `output.jrs`; "
-            "tests look for joblib's paths",
-            "difference",
-            "memory/store engineer",
-            'differences.md, Files and caches: "The `Memory` folder is `<location>/joblib_rs`".',
-        ),
+        _MEMORY_LAYOUT,
     ),
     Rule(
         r"'not-compressed' == '|^test_numpy_pickle::.*(test_load_externally_decompressed_files|"
@@ -257,16 +341,6 @@ RULES: list[Rule] = [
             "issue 17 (dump in joblib's format) / lead",
             'differences.md, Files and caches: "New file format for `dump`". '
             "`joblib_rs.numpy_pickle.NumpyPickler` already writes joblib's format.",
-        ),
-    ),
-    Rule(
-        r"No _multiprocessing module",
-        Reason(
-            "no-multiprocessing",
-            "`import joblib_rs` fails without `_multiprocessing` (`exceptions.py` imports "
-            "`concurrent.futures.process`); joblib then runs sequentially",
-            "bug",
-            "parallel-engine engineer",
         ),
     ),
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import sys
 import threading
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -40,6 +41,7 @@ __all__ = [
     "PoolManagerMixin",
     "TimeoutError",
     "check_n_jobs",
+    "inside_dask_worker",
     "resolve_n_jobs",
 ]
 
@@ -51,6 +53,28 @@ MULTIPROCESSING_ENABLED = mp is not None
 #: The builtin backends of nested calls, keyed ``'threads'`` (first nesting level) and
 #: ``'sequential'`` (below); their modules fill it in when ``_backends`` is imported.
 NESTED_DEFAULTS: dict[str, Callable[..., ParallelBackendBase]] = {}
+
+
+#: Why a process backend runs sequentially inside a daemonic dask worker, and the way out.
+DASK_DAEMON_REFUSAL = (
+    "Inside a Dask worker with daemon=True, setting n_jobs=1.\nPossible work-arounds:\n"
+    "- dask.config.set({'distributed.worker.daemon': False})\n"
+    "- set the environment variable DASK_DISTRIBUTED__WORKER__DAEMON=False\n"
+    "before creating your Dask cluster."
+)
+
+
+def inside_dask_worker() -> bool:
+    """Whether this code runs in a task of a ``dask.distributed`` worker (only checked when
+    ``distributed`` is already imported: a worker has imported it)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except (ValueError, AttributeError):
+        return False
+    return True
 
 
 class TimeoutError(multiprocessing.TimeoutError, TimeoutError):

@@ -17,7 +17,7 @@ import multiprocessing as mp
 from collections.abc import Callable
 from typing import Any
 
-from joblib_rs._backends.base import FallbackToBackend
+from joblib_rs._backends.base import DASK_DAEMON_REFUSAL, FallbackToBackend, inside_dask_worker
 from joblib_rs._backends.multiprocessing_pool import MultiprocessingBackend
 from joblib_rs._backends.sequential import SequentialBackend
 from joblib_rs._process_pool import ProcessPool, acquire_pool, discard_pool, release_pool
@@ -55,6 +55,8 @@ class LokyBackend(MultiprocessingBackend):
         # A worker of our own pool may start a pool of its own, as loky workers can (an
         # explicit backend='loky' inside a task); daemonic stdlib workers cannot.
         if mp.current_process().daemon:
+            if inside_dask_worker():
+                return DASK_DAEMON_REFUSAL
             return (
                 "Loky-backed parallel loops cannot be called in a multiprocessing, "
                 "setting n_jobs=1"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures.process import BrokenProcessPool as _StdBrokenProcessPool
-
 from joblib_rs.exceptions import BrokenProcessPool, TerminatedWorkerError
 
 __all__ = ["BrokenProcessPool", "ShutdownExecutorError", "TerminatedWorkerError"]
@@ -11,6 +9,3 @@ __all__ = ["BrokenProcessPool", "ShutdownExecutorError", "TerminatedWorkerError"
 
 class ShutdownExecutorError(RuntimeError):
     """Raised when submitting to an executor that was shut down."""
-
-
-assert issubclass(BrokenProcessPool, _StdBrokenProcessPool)

@@ -23,6 +23,7 @@ from typing import Any
 
 from joblib_rs import _process_pool
 from joblib_rs._cpu import cpu_count
+from joblib_rs.externals.loky._reducers import ReducedCall
 from joblib_rs.externals.loky.process_executor import ShutdownExecutorError
 
 __all__ = ["ProcessPoolExecutor", "get_reusable_executor"]
@@ -45,6 +46,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         Environment variables set in the workers.
     timeout : float, default=10
         Seconds the workers stay alive without work before they exit.
+    job_reducers, result_reducers : dict, optional
+        ``{type: reducer}`` tables used to pickle the tasks' arguments and their results
+        (a reducer returns ``(callable, args)`` as ``__reduce__`` does), as loky's.
     """
 
     _shared = False
@@ -60,11 +64,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         job_reducers: Any = None,
         result_reducers: Any = None,
     ) -> None:
-        if job_reducers or result_reducers:
-            raise TypeError(
-                "joblib-rs's executor pickles tasks with cloudpickle: custom job_reducers "
-                "and result_reducers are not supported"
-            )
+        self._job_reducers = dict(job_reducers or {})
+        self._result_reducers = dict(result_reducers or {})
         if max_workers is None:
             max_workers = cpu_count()
         if not isinstance(max_workers, int) or max_workers <= 0:
@@ -105,8 +106,12 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 self._pool = self._acquire()
             pool = self._pool
             self._pending += 1
+        if self._job_reducers or self._result_reducers:
+            call: Any = ReducedCall(fn, args, kwargs, self._job_reducers, self._result_reducers)
+        else:
+            call = functools.partial(fn, *args, **kwargs) if args or kwargs else fn
         try:
-            future = pool.submit(functools.partial(fn, *args, **kwargs) if args or kwargs else fn)
+            future = pool.submit(call)
         except BaseException:
             self._done(None)
             raise
@@ -187,6 +192,8 @@ def get_reusable_executor(
                 current._max_workers == max_workers
                 and current._initializer is initializer
                 and current._initargs == tuple(initargs)
+                and current._job_reducers == dict(job_reducers or {})
+                and current._result_reducers == dict(result_reducers or {})
                 and current._env.items()
                 >= {str(k): str(v) for k, v in (env or {}).items()}.items()
             )
