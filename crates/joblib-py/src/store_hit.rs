@@ -7,9 +7,13 @@
 //!        └─ a call that does not bind ─► StoreHit(args_id=None): Python binds, raises
 //!      hash: the dict through the canonical hasher (hash.rs) ─► args_id
 //!      EntryReader.fetch(<function folder>/<args_id>)
-//!        read: store::read_entry (GIL released) ─ open, read, close (verify: once a second)
+//!        kept: a verified pickle and its file version ─► stat(output.jrs): same version ─►
+//!              pickle.loads(kept bytes)                  (no open, no read)
+//!        read: store::read_entry_versioned (GIL released) ─ open, [fstat], read, close
+//!              (verify: whole entry + LRU access time, once a second per entry)
 //!        decode: container parsed, checksums checked ─► pickle.loads(pickle frame)
 //!                (outputs with out-of-band buffers, other formats: the Python loader)
+//!                ─► kept when small and its version settled (store::FileVersion)
 //!    ─► StoreHit(found, value | damage | size to load by path, args_id)
 //! ```
 //!
