@@ -225,6 +225,25 @@ class ArgBinder:
             None,
         )
 
+    def layout(self) -> tuple[Any, ...] | None:
+        """The binding plan for ``joblib_rs._core.CallPlan``, which binds calls as
+        :meth:`bind` does: ``(positional, kwonly, defaults, has_varargs, has_varkw, ignore,
+        bound_self, opaque)``; None when every call fails to bind (a bad ignore list)."""
+        if self.opaque:
+            return ([], [], {}, False, False, [], None, True)
+        if self._bad_ignore is not None:
+            return None
+        return (
+            list(self._positional),
+            list(self._kwonly),
+            dict(self._defaults),
+            self._varargs is not None,
+            self._varkw is not None,
+            list(self._ignore),
+            self._self,
+            False,
+        )
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The hashed dict of a call; ``ValueError`` (as joblib) for a call that cannot bind."""
         if self.opaque:

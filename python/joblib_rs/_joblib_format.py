@@ -39,8 +39,8 @@ __all__ = ["JOBLIB_CODECS", "dump_joblib", "resolve_joblib_compress"]
 #: Whole-file compressors joblib reads (lz4 needs the ``lz4`` package where it is read).
 JOBLIB_CODECS = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4")
 #: joblib's default level of each compressor (used for ``compress=True``, a codec name, or a
-#: file name extension): what joblib's own compressor files default to.
-_DEFAULT_LEVEL = {"zlib": 3, "gzip": 3, "bz2": 9, "lzma": 6, "xz": 6, "lz4": 0}
+#: file name extension): what joblib's own compressor files default to (the Rust codec table).
+_DEFAULT_LEVEL = {name: _core.CODEC_LEVELS[name][0] for name in JOBLIB_CODECS}
 
 _WRAPPER_MODULE = "joblib.numpy_pickle"
 _WRAPPER_NAME = "NumpyArrayWrapper"

@@ -43,6 +43,9 @@ _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _OOB_MIN_COMPRESSED = 4096
 
 _CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
+#: Frame kinds of the container, as ``_core.read_*`` report them (defined in Rust).
+_BUFFER_FRAME: int = _core.CONTAINER_FRAME_KINDS["buffer"]
+_PICKLE_FRAME: int = _core.CONTAINER_FRAME_KINDS["pickle"]
 #: Pickles above this size are unpickled with the cyclic garbage collector paused.
 _GC_PAUSE_MIN = 1 << 20
 
@@ -149,7 +152,7 @@ def _resolve_compress(compress: Any, filename: Any) -> tuple[str, int | None]:
         level = compress
 
     if level is not None and level is not False:
-        max_level = 22 if method == "zstd" else 9
+        max_level = _core.CODEC_LEVELS[method][1][1] if method in _core.CODEC_LEVELS else 9
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= max_level:
             raise ValueError(
                 f'Non valid compress level given: "{level}". Possible values are '
@@ -318,12 +321,14 @@ def _dump(
 
 #: joblib's 1-9 scale ("3 is a good compromise") mapped onto zstd's 1-19: the low levels
 #: are equal, higher ones spread over zstd's range. (Incompressible chunks are compressed at
-#: zstd level 1 whatever the level: see codec/mod.rs.)
-_ZSTD_FROM_JOBLIB_LEVEL = {1: 1, 2: 2, 3: 3, 4: 5, 5: 7, 6: 9, 7: 12, 8: 15, 9: 19}
+#: zstd level 1 whatever the level: see codec/mod.rs.) The codec table lives in Rust.
+_ZSTD_FROM_JOBLIB_LEVEL = dict(enumerate(_core.CODEC_LEVELS["zstd"][2]))
 
 
 def _default_level(method: str) -> int:
-    return {"zlib": 3, "gzip": 3, "bz2": 9, "lzma": 6, "xz": 6, "lz4": 0, "zstd": 3}[method]
+    """The level of a codec named without one (``KeyError`` for a non-native codec)."""
+    level: int = _core.CODEC_LEVELS[method][0]
+    return level
 
 
 def _dump_through(
@@ -394,7 +399,7 @@ def _load_container_frames(
     pickle_data = None
     mapped_mode = "r+" if mmap_mode == "w+" else mmap_mode
     for kind, _codec, raw_len, offset, _verified, obj in frames:
-        if kind == 2:
+        if kind == _PICKLE_FRAME:
             pickle_data = obj
         elif obj is None:
             import numpy as np
@@ -649,12 +654,14 @@ def _load_path(
     frames = _core.read_path(
         filename, _alloc, skip_buffers=mmap_mode is not None, verify_skipped=verify_mapped
     )
-    if mmap_mode is not None and any(k == 1 and c != "none" for k, c, *_ in frames):
+    if mmap_mode is not None and any(k == _BUFFER_FRAME and c != "none" for k, c, *_ in frames):
         _warn_compressed_mmap(mmap_mode, filename)
     if mmap_mode in ("r+", "w+"):
         # Writes through the map would invalidate the payload checksums: flag those frames
         # so later loads skip them (docs/format.md, "mutable frames").
-        mapped = [(off, n) for k, _c, n, off, _v, obj in frames if k == 1 and obj is None]
+        mapped = [
+            (off, n) for k, _c, n, off, _v, obj in frames if k == _BUFFER_FRAME and obj is None
+        ]
         if mapped:
             _core.mark_mutable(filename, mapped)
     return _load_container_frames(frames, filename, mmap_mode, policy)

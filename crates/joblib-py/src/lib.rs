@@ -12,6 +12,7 @@ mod persist;
 mod pool;
 mod remote;
 mod store;
+mod store_hit;
 mod tasks;
 mod unpickle;
 
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     m.add_class::<joblib_stream::PyStreamEncoder>()?;
     store::register(m)?;
+    store_hit::register(m)?;
     persist::register(m)?;
     unpickle::register(m)?;
     remote::register(m)?;

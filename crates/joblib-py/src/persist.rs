@@ -598,6 +598,22 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(writer_gone, m)?)?;
     m.add("CONTAINER_MAGIC", PyBytes::new(m.py(), &format::MAGIC))?;
     m.add("CODECS", codec::Codec::NAMES.to_vec())?;
+    // The codec table, defined once in `joblib_core::codec`: the level used when only a
+    // codec is named, the levels accepted, and joblib's 1-9 scale in each codec's levels.
+    let levels = PyDict::new(m.py());
+    for codec in Codec::ALL {
+        let scale: Vec<i32> = (0..=9).map(|l| codec.from_joblib_level(l)).collect();
+        levels.set_item(
+            codec.name(),
+            (codec.default_level(), codec.level_range(), scale),
+        )?;
+    }
+    m.add("CODEC_LEVELS", levels)?;
+    let kinds = PyDict::new(m.py());
+    for kind in [FrameKind::Buffer, FrameKind::Pickle, FrameKind::Index] {
+        kinds.set_item(kind.name(), kind as u8)?;
+    }
+    m.add("CONTAINER_FRAME_KINDS", kinds)?;
     m.add(
         "CorruptFileError",
         crate::errors::corrupt_file_error(m.py())?,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  memory.py / _store_backends.py
-//!     store_read(entry, limit, verify) ─► None (miss) | str (damaged) | bytes | int (size: load by path)
+//!     EntryReader / CallPlan (store_hit.rs) ─► StoreHit      a hit: find, verify, decode
 //!     store_lock(entry, timeout) ─► EntryLock | None      waits in slices, GIL released
 //!     Staging(entry) .path .write() .commit()           atomic publication of an entry
 //!     store_scan / store_reduce_size / store_sweep / store_remove / store_clear / write_atomic
@@ -10,42 +10,17 @@
 //!
 //! Every function releases the GIL around its file-system work.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use joblib_core::store::{self, Hit, Limits};
+use joblib_core::store::{self, Limits};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::errors::CoreResultExt;
 
 /// Longest uninterrupted wait on a lock before checking for Ctrl-C.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
-
-/// Look up the entry folder `entry`: `None` on a miss, a `str` naming what is missing for a
-/// damaged entry, the output's `bytes` if its size is at most `read_limit`, else its size.
-/// `verify` also checks the entry is whole and refreshes its access time (LRU).
-#[pyfunction]
-pub fn store_read(
-    py: Python<'_>,
-    entry: &str,
-    read_limit: u64,
-    verify: bool,
-) -> PyResult<Py<PyAny>> {
-    let entry = Path::new(entry);
-    let hit = py
-        .detach(|| store::read_entry(entry, read_limit, verify))
-        .into_py_result()?;
-    Ok(match hit {
-        Hit::Miss => py.None(),
-        Hit::Damaged(reason) => reason.into_pyobject(py)?.into_any().unbind(),
-        Hit::Found {
-            data: Some(data), ..
-        } => PyBytes::new(py, &data).into_any().unbind(),
-        Hit::Found { size, data: None } => size.into_pyobject(py)?.into_any().unbind(),
-    })
-}
 
 /// An exclusive lock on one entry (see `joblib_core::store::lock`); `release()` or garbage
 /// collection frees it.
@@ -301,7 +276,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STORE_VERSION", store::STORE_VERSION)?;
     m.add_class::<EntryLock>()?;
     m.add_class::<Staging>()?;
-    m.add_function(wrap_pyfunction!(store_read, m)?)?;
     m.add_function(wrap_pyfunction!(store_lock, m)?)?;
     m.add_function(wrap_pyfunction!(store_remove, m)?)?;
     m.add_function(wrap_pyfunction!(store_clear, m)?)?;

@@ -200,6 +200,21 @@ impl Codec {
         }
     }
 
+    /// The codec's level for a level on joblib's 1-9 scale (`compress=True` or an integer):
+    /// zstd spreads them over its 1-19 (the low levels are equal); the other codecs use joblib's
+    /// levels as they are.
+    pub fn from_joblib_level(self, level: i32) -> i32 {
+        match (self, level) {
+            (Self::Zstd, 4) => 5,
+            (Self::Zstd, 5) => 7,
+            (Self::Zstd, 6) => 9,
+            (Self::Zstd, 7) => 12,
+            (Self::Zstd, 8) => 15,
+            (Self::Zstd, 9) => 19,
+            _ => level,
+        }
+    }
+
     /// `level` if the codec accepts it.
     pub fn check_level(self, level: i32) -> Result<i32, CodecError> {
         let (min, max) = self.level_range();
@@ -697,6 +712,23 @@ mod tests {
     use super::*;
 
     const ALL: [Codec; 8] = Codec::ALL;
+
+    #[test]
+    fn joblib_levels_map_into_each_codecs_range() {
+        for codec in ALL {
+            let (min, max) = codec.level_range();
+            for level in 1..=9 {
+                let mapped = codec.from_joblib_level(level);
+                assert!(
+                    (min..=max).contains(&mapped),
+                    "{codec:?} {level} -> {mapped}"
+                );
+            }
+        }
+        let zstd: Vec<i32> = (1..=9).map(|l| Codec::Zstd.from_joblib_level(l)).collect();
+        assert_eq!(zstd, [1, 2, 3, 5, 7, 9, 12, 15, 19]);
+        assert_eq!(Codec::Zlib.from_joblib_level(7), 7);
+    }
 
     fn sample(n: usize) -> Vec<u8> {
         (0..n)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::layout::{METADATA, OUTPUT, TEMP_PREFIX, TRASH_PREFIX, file_name, unique_sibling};
+use super::version::FileVersion;
 use super::{IoContext, StoreError, TOUCH_INTERVAL_SECS};
 
 /// What a lookup found at an entry folder.
@@ -34,15 +35,31 @@ pub enum Hit {
 /// Callers verify the first hit of an entry and then at most once per interval (see
 /// `docs/store.md`): entries are immutable once published, so what was whole stays whole.
 pub fn read_entry(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, StoreError> {
-    match read_once(entry_dir, read_limit, verify)? {
+    read_entry_versioned(entry_dir, read_limit, verify, false).map(|(hit, _)| hit)
+}
+
+/// [`read_entry`], also returning the [`FileVersion`] of the output file read (one more
+/// `fstat` on unverified reads) when `version` is asked for and the entry was found.
+pub fn read_entry_versioned(
+    entry_dir: &Path,
+    read_limit: u64,
+    verify: bool,
+    version: bool,
+) -> Result<(Hit, Option<FileVersion>), StoreError> {
+    match read_once(entry_dir, read_limit, verify, version)? {
         // Half an entry may be one being removed or replaced by another process between our
         // two looks: only a second identical look means damage.
-        Hit::Damaged(_) => read_once(entry_dir, read_limit, verify),
-        hit => Ok(hit),
+        (Hit::Damaged(_), _) => read_once(entry_dir, read_limit, verify, version),
+        found => Ok(found),
     }
 }
 
-fn read_once(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, StoreError> {
+fn read_once(
+    entry_dir: &Path,
+    read_limit: u64,
+    verify: bool,
+    version: bool,
+) -> Result<(Hit, Option<FileVersion>), StoreError> {
     let has_metadata = if verify {
         let metadata_path = entry_dir.join(METADATA);
         match fs::metadata(&metadata_path) {
@@ -57,21 +74,32 @@ fn read_once(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, Sto
     let mut file = match File::open(&output_path) {
         Ok(file) => file,
         Err(e) if is_absent(&e) => {
-            return Ok(if verify && has_metadata {
+            let hit = if verify && has_metadata {
                 Hit::Damaged("output.jrs is missing")
             } else {
                 Hit::Miss
-            });
+            };
+            return Ok((hit, None));
         }
         Err(e) => return Err(e).ctx("open", &output_path),
     };
     if !has_metadata {
-        return Ok(Hit::Damaged("metadata.json is missing"));
+        return Ok((Hit::Damaged("metadata.json is missing"), None));
     }
     if !verify {
-        return read_unverified(file, &output_path, read_limit);
+        let seen = if version {
+            FileVersion::of(&file.metadata().ctx("stat", &output_path)?)
+        } else {
+            None
+        };
+        return read_unverified(file, &output_path, read_limit).map(|hit| (hit, seen));
     }
     let stat = file.metadata().ctx("stat", &output_path)?;
+    let seen = if version {
+        FileVersion::of(&stat)
+    } else {
+        None
+    };
     let size = stat.len();
     let data = if size <= read_limit {
         let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -81,7 +109,7 @@ fn read_once(entry_dir: &Path, read_limit: u64, verify: bool) -> Result<Hit, Sto
         None
     };
     refresh_access_time(&file, &stat);
-    Ok(Hit::Found { size, data })
+    Ok((Hit::Found { size, data }, seen))
 }
 
 /// The common hit: one `read` into a buffer of `read_limit + 1` bytes, no `fstat`. A read

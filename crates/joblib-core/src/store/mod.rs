@@ -12,6 +12,8 @@
 //!  hit:    open+read(output.jrs) ─► bytes to the unpickler (bigger than the limit: by path)
 //!            └─ verify (1st hit in a process, then once per TOUCH_INTERVAL):
 //!               stat(metadata.json) (whole entry?) + futimens(atime = now) (LRU, no rewrite)
+//!          a reader that kept the verified bytes: stat(output.jrs) ─► same FileVersion ─►
+//!               the kept bytes (version.rs says why that is sound)
 //!  miss:   lock(<args>.lock, timeout) ─► re-check hit ─► compute (Python)
 //!            ─► stage: mkdir .tmp-… ─► dump output + metadata ─► [durable: fsync files, dir]
 //!            ─► rename(.tmp-…, <args hash>) ─► unlock
@@ -30,11 +32,14 @@ mod layout;
 mod lock;
 mod owned;
 mod scan;
+mod version;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use entry::{Hit, Staging, clear_dir, read_entry, remove_entry, write_file_atomic};
+pub use entry::{
+    Hit, Staging, clear_dir, read_entry, read_entry_versioned, remove_entry, write_file_atomic,
+};
 pub use layout::{
     FUNC_CODE, LOCK_SUFFIX, METADATA, OUTPUT, STORE_DIR, TEMP_PREFIX, TRASH_PREFIX, is_entry_name,
     lock_path,
@@ -47,6 +52,7 @@ pub use owned::{
 pub use scan::{
     ItemInfo, Limits, reduce_size, remove_stale_temps, scan_items, select_for_deletion,
 };
+pub use version::{FileVersion, file_version};
 
 /// How long an entry's access time may lag behind before a hit refreshes it (seconds).
 ///
