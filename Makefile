@@ -58,6 +58,8 @@ compat: $(PY)
 dev: $(PY)
 	$(PY) -m pip install --quiet maturin
 	MATURIN_PEP517_ARGS="--profile dev-fast" $(PY) -m pip install --quiet -e '.[test]'
+	# Editable installs leave out the wheel's JOBLIB_RS_INSTALL start-up hook: add it.
+	cp python/joblib_rs_install.pth "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 
 ## A longer fuzzing campaign of load(..., allowed="safe") (make test runs 3,000 cases).
 fuzz: install

@@ -10,7 +10,8 @@ import pathlib
 
 # Found without importing the package, so a circle is reported here, not as an import error.
 ROOT = pathlib.Path(importlib.util.find_spec("joblib_rs").origin).parent
-# The parallel engine's modules (docs/architecture.md); memory.py's split is planned work.
+# The parallel engine's modules (docs/architecture.md); the memory modules' layering is
+# tested in test_memory_hit.py.
 ENGINE = [
     "parallel.py",
     "_call.py",

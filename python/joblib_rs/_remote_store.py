@@ -42,6 +42,7 @@ from joblib_rs._store_backends import (
     _warn_damaged,
     memstr_to_bytes,
 )
+from joblib_rs._store_base import _warn_left_behind
 
 __all__ = ["REMOTE_SCHEMES", "ObjectStoreBackend", "remote_backend_for"]
 
@@ -338,14 +339,7 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         """Remove what the store created under ``prefix`` (one listing, bulk deletes):
         ``(objects removed, entries among them, keys left)``."""
         removed, entries, skipped = self._client().clear_own(prefix)
-        if skipped:
-            listed = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-            warnings.warn(
-                f"Left {len(skipped)} object(s) in {shown_as} that the cache did not create: "
-                f"{listed}",
-                CacheWarning,
-                stacklevel=4,
-            )
+        _warn_left_behind(skipped, shown_as, stacklevel=4)
         return removed, entries, skipped
 
     def get_items(self) -> list[CacheItemInfo]:

@@ -37,6 +37,7 @@ from joblib_rs._store_base import (
     _makedirs,
     _print_loading,
     _warn_damaged,
+    _warn_left_behind,
     concurrency_safe_write,
     memstr_to_bytes,
 )
@@ -231,14 +232,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             _, _, skipped = _core.store_remove(location)
         else:
             return
-        if skipped:
-            shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-            warnings.warn(
-                f"Left {len(skipped)} item(s) in {location} that the cache did not create: "
-                f"{shown}",
-                CacheWarning,
-                stacklevel=3,
-            )
+        _warn_left_behind(skipped, location, stacklevel=3)
 
     def get_items(self) -> list[CacheItemInfo]:
         """Every entry, found by a parallel walk of the store."""

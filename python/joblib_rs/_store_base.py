@@ -399,6 +399,17 @@ def _warn_damaged(where: Any, error: BaseException | str) -> None:
     )
 
 
+def _warn_left_behind(skipped: list[str], where: str, stacklevel: int) -> None:
+    """Warn that a clear left ``skipped`` (items the cache did not create) in ``where``."""
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        warnings.warn(
+            f"Left {len(skipped)} item(s) in {where} that the cache did not create: {shown}",
+            CacheWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 def _print_loading(
     call_id: Any,
     full_path: str,
