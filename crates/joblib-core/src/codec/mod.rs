@@ -857,6 +857,19 @@ mod tests {
         assert!(decompress_chunks(Codec::Zstd, &stored, &mut wrong, 65_536).is_err());
     }
 
+    /// `n` bytes of xorshift noise (incompressible).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn streams_round_trip() {
         let data = sample(200_000);
@@ -868,15 +881,7 @@ mod tests {
 
     #[test]
     fn zstd_uses_level_one_on_incompressible_chunks_only() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let noise: Vec<u8> = (0..4 * PROBE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(4 * PROBE);
         assert_eq!(zstd_effective_level(&noise, 3), 1);
         assert_eq!(zstd_effective_level(&sample(4 * PROBE), 3), 3);
         assert_eq!(zstd_effective_level(&noise[..PROBE], 3), 3);
@@ -888,15 +893,7 @@ mod tests {
 
     #[test]
     fn lz4_hc_skips_incompressible_chunks() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let noise: Vec<u8> = (0..4 * PROBE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(4 * PROBE);
         let fast = lz4_flex::block::compress(&noise);
         assert_eq!(compress_chunk(Codec::Lz4, 9, &noise).unwrap(), fast);
         let data = sample(4 * PROBE);
