@@ -981,3 +981,15 @@ def test_script_functions_hit_across_runs_and_match_joblib_folder(tmp_path):
     assert func_dir.name == "work"
     assert func_dir.parent.name.startswith("__main__-")
     assert func_dir.parent.name.endswith("-job")
+
+
+def test_a_pickled_store_equals_the_original_attribute_by_attribute(tmp_path):
+    # joblib's test_memory_pickle_dump_load compares every attribute after a round trip:
+    # the store's per-process reader must not make two equal stores differ.
+    memory = joblib_rs.Memory(tmp_path, verbose=0)
+    memory.cache(abs)(-1)  # the reader has seen an entry
+    reloaded = pickle.loads(pickle.dumps(memory.store_backend))
+    assert vars(reloaded).keys() == vars(memory.store_backend).keys()
+    for name, value in vars(memory.store_backend).items():
+        if name != "_mapped_ok":
+            assert getattr(reloaded, name) == value, name

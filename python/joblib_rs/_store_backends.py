@@ -69,10 +69,24 @@ _COARSE_RACY_NS = 2_100_000_000
 _STALE_TEMP_AGE = 3600.0
 
 
-def _new_reader() -> _core.EntryReader:
-    return _core.EntryReader(
-        pickle.loads, _load_from_bytes, numpy_pickle._ENSURE_NATIVE, _READ_LIMIT
-    )
+class _ProcessReader:
+    """This process's Rust reader of a store's entries (with what it verified and kept).
+
+    Held in a wrapper so that it is not part of the store's value: two stores of the same
+    location compare equal whatever their readers have seen (joblib compares a pickled and
+    reloaded ``Memory`` attribute by attribute)."""
+
+    __slots__ = ("core",)
+
+    def __init__(self) -> None:
+        self.core = _core.EntryReader(
+            pickle.loads, _load_from_bytes, numpy_pickle._ENSURE_NATIVE, _READ_LIMIT
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ProcessReader)
+
+    __hash__ = object.__hash__
 
 
 def _settled(st: os.stat_result) -> bool:
@@ -183,7 +197,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         self.lock_timeout = float(options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.fsync = bool(options.get("fsync", False))
         self.verbose = verbose
-        self._reader = _new_reader()
+        self._reader = _ProcessReader()
         self._mapped_ok: dict[str, tuple[int, ...]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -195,12 +209,12 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reader = _new_reader()
+        self._reader = _ProcessReader()
 
     @property
     def reader(self) -> _core.EntryReader:
         """The Rust reader of this store's entries (see ``crates/joblib-py/src/store_hit.rs``)."""
-        return self._reader
+        return self._reader.core
 
     def _load_mapped(self, path: str, mmap_mode: str) -> Any:
         """Load ``path`` with its arrays memory-mapped. The first time in this process (and
@@ -287,7 +301,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         error (``CorruptFileError``...) if it is damaged."""
         full_path = os.path.join(self.location, *call_id)
         _print_loading(call_id, full_path, verbose, timestamp, metadata)
-        hit = self._reader.fetch(full_path, self.mmap_mode is not None, True)
+        hit = self._reader.core.fetch(full_path, self.mmap_mode is not None, True)
         if hit.found:
             return hit.value
         if hit.size is None:
@@ -298,7 +312,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         try:
             return self._load_by_path(full_path, self.mmap_mode)
         except BaseException:
-            self._reader.forget(full_path)
+            self._reader.core.forget(full_path)
             raise
 
     # -- joblib-rs hooks ---------------------------------------------------------------------
@@ -321,7 +335,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         and refreshes its access time for LRU. Damage warns with :class:`CacheWarning` and
         counts as a miss."""
         return self.finish_fetch(
-            entry, self._reader.fetch(entry, mmap_mode is not None), mmap_mode
+            entry, self._reader.core.fetch(entry, mmap_mode is not None), mmap_mode
         )
 
     def finish_fetch(
@@ -335,7 +349,7 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
             try:
                 return True, self._load_by_path(entry, mmap_mode)
             except Exception as e:
-                self._reader.forget(entry)
+                self._reader.core.forget(entry)
                 _warn_damaged(entry, e)
                 return False, None
         if hit.damage is not None:
