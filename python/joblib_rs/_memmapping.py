@@ -269,14 +269,23 @@ class MemmappingContext:
     ) -> None:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode or "r"
-        base = resolve_temp_folder(temp_folder)
-        self.folder = os.path.join(
-            base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}"
-        )
+        self._temp_folder = temp_folder
+        self._folder: str | None = None
         self._written: dict[int, tuple[Any, tuple]] = {}
         self._lock = threading.Lock()
         with _live_lock:
             _live_contexts.add(self)
+
+    @property
+    def folder(self) -> str:
+        """This call's folder; chosen on first use, so a call that shares no array costs no
+        file-system call at all."""
+        if self._folder is None:
+            base = resolve_temp_folder(self._temp_folder)
+            self._folder = os.path.join(
+                base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}"
+            )
+        return self._folder
 
     # ----------------------------------------------------------------- parent: arguments
     def reduce_array(self, array: Any) -> Any:
@@ -310,7 +319,8 @@ class MemmappingContext:
         """Removes every file of this call."""
         with self._lock:
             self._written.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
         with _live_lock:
             _live_contexts.discard(self)
 

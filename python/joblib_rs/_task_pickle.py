@@ -9,7 +9,7 @@
       (the call's MemmappingContext)                                ▼
     loads_result(payload) ◄────────── DONE frame ◄── bytes ── dumps_result(value, policy)
       large result arrays map the files                    large arrays written once into
-      the worker wrote (then unlinked)                     policy.folder (ArrayPolicy,
+      the worker wrote (recycled after)                    policy.folder (ArrayPolicy,
                                                            received once in the init frame)
     loads_failure(payload) ◄───────── FAILED frame ◄─ bytes ── dumps_failure(exc)
 
