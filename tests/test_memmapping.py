@@ -444,3 +444,15 @@ def test_results_mapped_before_a_fork_are_deleted_not_rewritten(result_pool):
     del before, after
     gc.collect()
     assert len(recycled(folder)) == 1  # only the result mapped after the fork
+
+
+def test_a_much_bigger_recycled_file_is_kept_for_a_result_of_its_size(result_pool):
+    import gc
+
+    pool, folder = result_pool
+    big = result_of(pool, 1.0, n=MB // 8 * 6)
+    del big
+    gc.collect()
+    assert len(recycled(folder)) == 1
+    small = result_of(pool, 2.0, n=MB // 8 * 2)  # 2 MB: the 6 MB file is not cut down
+    assert len(recycled(folder)) == 1 and float(small.sum()) == 2.0 * small.size

@@ -230,7 +230,8 @@ def _recycle_result_file(path: str, forks_at_attach: int) -> None:
 
 
 def _claim_recycled_file(folder: str, nbytes: int, path: str) -> bool:
-    """Moves a recycled file of at least ``nbytes`` (the smallest) to ``path``; False if none.
+    """Moves a recycled file of ``nbytes`` to twice that (the smallest) to ``path``; False if
+    none (a much bigger file is kept for a result of its size).
 
     The rename is the claim: another worker taking the same file first makes it fail, and
     the next candidate is tried.
@@ -242,6 +243,8 @@ def _claim_recycled_file(folder: str, nbytes: int, path: str) -> bool:
     for size, candidate in sorted(entries):
         if size < nbytes:
             continue
+        if size > 2 * nbytes:
+            break
         try:
             os.rename(candidate, path)
         except OSError:
