@@ -235,7 +235,8 @@ class TaskChunk:
         )
 
 
-_described: list[tuple[Any, tuple[str, int] | None]] = []
+# vars() of each builtin nested default as get_nested_backend makes it, per (class, level).
+_default_states: dict[tuple[Any, int], dict[str, Any]] = {}
 
 
 def _describe_nested(backend: Any) -> tuple[str, int] | None:
@@ -243,19 +244,18 @@ def _describe_nested(backend: Any) -> tuple[str, int] | None:
     ``get_nested_backend`` makes it (so a worker can make an equal one), else None."""
     if backend is None:
         return None
-    last = _described[0] if _described else None
-    if last is not None and last[0] is backend:  # the batches of a call share one backend
-        return last[1]
     base = sys.modules.get("joblib_rs._backends.base")
-    described = None
     for kind, factory in getattr(base, "NESTED_DEFAULTS", {}).items():
-        if type(backend) is factory:
-            level = getattr(backend, "nesting_level", None)
-            if isinstance(level, int) and vars(factory(nesting_level=level)) == vars(backend):
-                described = (kind, level)
-            break
-    _described[:] = [(backend, described)]
-    return described
+        if type(backend) is not factory:
+            continue
+        level = getattr(backend, "nesting_level", None)
+        if not isinstance(level, int):
+            return None
+        default = _default_states.get((factory, level))
+        if default is None:
+            default = _default_states[(factory, level)] = vars(factory(nesting_level=level))
+        return (kind, level) if vars(backend) == default else None
+    return None
 
 
 def _compact_batch(
