@@ -89,7 +89,9 @@ class ArrayConstructors:
     def _dtype_new(self, *args: Any) -> Any:
         _args("numpy.dtype", args, (str,), (str, bool), (str, bool, bool))
         code = args[0]
-        if not code.isascii() or not code.isalnum() or len(code) > 16:
+        # numpy pickles a dtype as its kind and size ("f8", "V16"); a leading digit would make
+        # numpy parse a comma string with ast.literal_eval (a compile; "01" a SyntaxError).
+        if not code.isascii() or not code.isalnum() or len(code) > 16 or code[0].isdigit():
             raise _refuse(f"numpy.dtype({code!r}) refused in a restricted load")
         allow_object = self.rules.allow_object
         if "O" in code and not allow_object:
@@ -120,6 +122,9 @@ class ArrayConstructors:
         )
         if not ok:
             raise _refuse(f"{where}: bad header {state[:2]!r} {state[5:8]!r}")
+        if dtype.kind in "mM" and (len(state) != 9 or state[8] is None):
+            # numpy writes a datetime's unit in the 9th item; without it numpy 2.4 crashes.
+            raise _refuse(f"{where}: a datetime dtype's state must give its unit")
         if sub is not None:
             if not (isinstance(sub, tuple) and len(sub) == 2):
                 raise _refuse(f"{where}: bad subarray")
