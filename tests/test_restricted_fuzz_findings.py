@@ -1,12 +1,19 @@
 """Inputs ``tests/fuzz_safe_load.py`` found that ``load(..., allowed="safe")`` mishandled.
 
-Each runs in a fresh interpreter: an audit hook cannot be removed, and the datetime case
-crashed the process (numpy's ``dtype.__setstate__``) before the policy refused it.
+The dtype cases run in a fresh interpreter: an audit hook cannot be removed, and the datetime
+case crashed the process (numpy's ``dtype.__setstate__``) before the policy refused it.
 """
 
 import json
+import os
+import pickle
 import subprocess
 import sys
+
+import pytest
+
+import joblib_rs
+from joblib_rs.numpy_pickle_compat import write_zfile
 
 # numpy.dtype(code, False, True) as numpy pickles a dtype, in protocol 0; {state} its BUILD.
 CHILD = r"""
@@ -65,3 +72,33 @@ def test_a_datetime_dtype_state_without_its_unit_is_refused():
     assert result["outcomes"]["unit None"] == "refused"
     assert result["outcomes"]["honest M8[ns]"] == "datetime64[ns]"
     assert result["outcomes"]["honest m8"] == "timedelta64"
+
+
+class _MakesFolder:
+    """Pickles as a call of ``os.mkdir``: a visible effect if a load runs it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_a_file_of_old_joblib_is_refused_by_a_restricted_load(tmp_path):
+    # A Z-file (joblib < 0.10: b"ZF" + hex length + zlib data) was read by pickle's own
+    # unpickler whatever `allowed` said: the file's globals ran. Found from the fuzzer's
+    # "ValueError: invalid literal for int() with base 16" on a ZF-prefixed input.
+    target = tmp_path / "made-by-the-file"
+    path = tmp_path / "old.pkl"
+    with open(path, "wb") as fh:
+        write_zfile(fh, pickle.dumps(_MakesFolder(str(target)), protocol=2))
+    for allowed in ("safe", ["safe", "collections.OrderedDict"]):
+        with pytest.raises(pickle.UnpicklingError, match=r"joblib < 0\.10 is forbidden"):
+            joblib_rs.load(path, allowed=allowed)
+        with open(path, "rb") as fh, pytest.raises(pickle.UnpicklingError):
+            joblib_rs.load(fh, allowed=allowed)
+    assert not target.exists()
+    # Unrestricted, the file is read as joblib reads it (its code runs: it is trusted).
+    with pytest.warns(DeprecationWarning, match=r"joblib version less than 0\.10"):
+        joblib_rs.load(path)
+    assert target.is_dir()
