@@ -245,3 +245,26 @@ def test_events_cross_the_boundary_as_typed_values():
         assert _task_pickle.loads_result(done.payload) == 1024
     finally:
         raw.terminate()
+
+
+def test_workers_carry_loky_names_and_the_parent_authkey_once_they_import_multiprocessing():
+    import multiprocessing
+
+    def identity() -> tuple[bool, str, bytes]:  # local: travels by value
+        import sys
+
+        imported_before = "multiprocessing" in sys.modules
+        import multiprocessing
+
+        process = multiprocessing.current_process()
+        return imported_before, process.name, bytes(process.authkey)
+
+    p = ProcessPool(1)
+    try:
+        (pid,) = p.pids
+        imported_before, name, authkey = p.submit(identity).result(timeout=TIMEOUT)
+    finally:
+        p.terminate()
+    assert not imported_before  # a fresh worker does not import it for a plain task
+    assert name == f"LokyProcess-{pid}"
+    assert authkey == bytes(multiprocessing.current_process().authkey)

@@ -62,17 +62,63 @@ def _send(kind: int, task_id: int, payload: bytes = b"") -> None:
         _write_all(payload)
 
 
+class _AfterImport:
+    """A meta-path finder that runs ``hook(module)`` right after ``name`` is first imported,
+    then steps aside (the module itself is found and loaded as usual)."""
+
+    def __init__(self, name: str, hook: Any) -> None:
+        self.name, self.hook = name, hook
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _HookedLoader(spec.loader, self.hook)
+                return spec
+        return None
+
+
+class _HookedLoader:
+    """``loader``, running ``hook(module)`` after the module's code (anything else is the
+    original loader's: ``get_source`` for tracebacks...)."""
+
+    def __init__(self, loader: Any, hook: Any) -> None:
+        self._loader, self._hook = loader, hook
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        self._hook(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _name_process(process_module: Any, authkey: bytes | None) -> None:
+    process = process_module.current_process()
+    # Named as loky names its workers: code (and logs) inspecting the process see the same.
+    process.name = f"LokyProcess-{os.getpid()}"
+    if authkey is not None:
+        process.authkey = authkey
+
+
 def _apply_init(settings: dict) -> ArrayPolicy | None:
     """Applies the parent's settings; returns the array policy for results."""
     sys.path[:] = settings.get("sys_path", sys.path)
-    import multiprocessing
-
-    process = multiprocessing.current_process()
-    # Named as loky names its workers: code (and logs) inspecting the process see the same.
-    process.name = f"LokyProcess-{os.getpid()}"
     authkey = settings.get("authkey")
-    if authkey is not None:
-        process.authkey = authkey
+    # multiprocessing costs a fresh worker ~10 ms of imports before its first task: its
+    # process name and authkey are set when something (a task, an initializer) imports it.
+    if "multiprocessing.process" in sys.modules:
+        _name_process(sys.modules["multiprocessing.process"], authkey)
+    else:
+        sys.meta_path.insert(
+            0, _AfterImport("multiprocessing.process", lambda m: _name_process(m, authkey))
+        )
     log_level = settings.get("mp_log_level")
     if log_level is not None:
         # The parent called multiprocessing.util.log_to_stderr(): log here too, as loky's
