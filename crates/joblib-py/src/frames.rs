@@ -94,7 +94,7 @@ impl Frame {
 
     fn __repr__(&self) -> String {
         format!(
-            "Frame(kind={:?}, codec={:?}, raw_len={}, offset={}, verified={}, mapped={})",
+            "Frame(kind='{}', codec='{}', raw_len={}, offset={}, verified={}, mapped={})",
             self.kind.name(),
             self.codec.name(),
             self.raw_len,
@@ -208,7 +208,7 @@ impl FrameReport {
 
     fn __repr__(&self) -> String {
         format!(
-            "FrameReport(index={}, kind={:?}, codec={:?}, raw_len={}, stored_len={}, \
+            "FrameReport(index={}, kind='{}', codec='{}', raw_len={}, stored_len={}, \
              checksum={:#018x}, header_offset={})",
             self.index,
             self.kind.name(),
