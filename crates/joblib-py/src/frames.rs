@@ -79,7 +79,10 @@ impl Frame {
     /// `(kind, codec, raw_len, offset, verified, data)`: the tuple the readers returned
     /// before frames were values, for callers that unpack it.
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let data = self.data.as_ref().map_or_else(|| py.None(), |d| d.clone_ref(py));
+        let data = self
+            .data
+            .as_ref()
+            .map_or_else(|| py.None(), |d| d.clone_ref(py));
         let tuple = (
             self.kind as u8,
             self.codec.name(),

@@ -136,12 +136,10 @@ fn read_once(entry_dir: &Path, opts: &ReadOptions) -> Result<EntryRead, StoreErr
         } else {
             None
         };
-        return read_unverified(file, &output_path, opts.read_limit).map(|(hit, file)| {
-            EntryRead {
-                hit,
-                version: seen,
-                file,
-            }
+        return read_unverified(file, &output_path, opts.read_limit).map(|(hit, file)| EntryRead {
+            hit,
+            version: seen,
+            file,
         });
     }
     let stat = file.metadata().ctx("stat", &output_path)?;
