@@ -130,15 +130,10 @@ fn read_once(entry_dir: &Path, opts: &ReadOptions) -> Result<EntryRead, StoreErr
     if !has_metadata {
         return Ok(absent(Hit::Damaged("metadata.json is missing")));
     }
-    if !opts.verify && opts.read_limit > 0 {
-        let seen = if opts.version {
-            FileVersion::of(&file.metadata().ctx("stat", &output_path)?)
-        } else {
-            None
-        };
+    if !opts.verify && opts.read_limit > 0 && !opts.version {
         return read_unverified(file, &output_path, opts.read_limit).map(|(hit, file)| EntryRead {
             hit,
-            version: seen,
+            version: None,
             file,
         });
     }
@@ -153,9 +148,7 @@ fn read_once(entry_dir: &Path, opts: &ReadOptions) -> Result<EntryRead, StoreErr
         refresh_access_time(&file, &stat);
     }
     let (data, file) = if size <= opts.read_limit {
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        file.read_to_end(&mut buf).ctx("read", &output_path)?;
-        (Some(buf), None)
+        (Some(read_sized(&mut file, &output_path, size)?), None)
     } else {
         (None, Some(file))
     };
@@ -209,6 +202,31 @@ fn read_unverified(
         },
         None,
     ))
+}
+
+/// The bytes of a file `fstat` said holds `size` bytes: one `read` into `size + 1` bytes
+/// (a shorter read is the end of a regular file), more only if the file grew meanwhile.
+fn read_sized(file: &mut File, path: &Path, size: u64) -> Result<Vec<u8>, StoreError> {
+    let len = usize::try_from(size)
+        .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))
+        .ctx("read", path)?;
+    let mut buf = vec![0u8; len.saturating_add(1)];
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(n) => {
+                filled += n;
+                if n == 0 || filled < buf.len() {
+                    break;
+                }
+                buf.resize(buf.len().saturating_mul(2), 0);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).ctx("read", path),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// Size of the first read of an unverified hit: most cached outputs are small.
@@ -476,6 +494,60 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEY)]);
+    }
+
+    #[test]
+    fn outputs_over_the_limit_come_back_open_at_their_start() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        commit(&entry, &payload);
+        for (verify, version, limit) in [
+            (false, false, 1000),
+            (false, false, 20_000),
+            (false, true, 1000),
+            (true, true, 1000),
+            (true, false, 0),
+            (false, true, 0),
+        ] {
+            let opts = ReadOptions {
+                read_limit: limit,
+                verify,
+                version,
+                write: false,
+            };
+            let read = read_entry_open(&entry, &opts).expect("read");
+            assert_eq!(
+                read.hit,
+                Hit::Found {
+                    size: 100_000,
+                    data: None
+                }
+            );
+            assert_eq!(read.version.is_some(), version);
+            let mut rest = Vec::new();
+            read.file
+                .expect("open file")
+                .read_to_end(&mut rest)
+                .expect("read");
+            assert_eq!(rest, payload);
+        }
+        let small = ReadOptions {
+            read_limit: 1 << 20,
+            verify: false,
+            version: true,
+            write: false,
+        };
+        let read = read_entry_open(&entry, &small).expect("read");
+        assert!(read.file.is_none() && read.version.is_some());
+        assert_eq!(
+            read.hit,
+            Hit::Found {
+                size: 100_000,
+                data: Some(payload)
+            }
+        );
     }
 
     #[test]
