@@ -457,11 +457,10 @@ impl EntryReader {
                     }
                     _ => Ok(None),
                 };
-                in_place.map(|value| {
+                in_place.inspect(|value| {
                     if value.is_none() {
                         out.size = Some(size);
                     }
-                    value
                 })
             }
             Ok(EntryRead {
