@@ -54,7 +54,7 @@ ENSURE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 def alloc(n: int) -> Any:
     """A writable buffer of ``n`` bytes for a frame read by the core (a numpy array)."""
-    np = sys.modules.get("numpy")
+    np: Any = sys.modules.get("numpy")
     if np is None:
         try:
             import numpy as np
@@ -164,7 +164,7 @@ def load_opened(
         ENSURE_NATIVE.reset(token)
 
 
-def detect_format(prefix: bytes) -> str:
+def detect_format(prefix: bytes | bytearray) -> str:
     """'container', a compressor name, or 'pickle', from a file's first bytes."""
     if prefix.startswith(CONTAINER_MAGIC):
         return "container"
@@ -212,7 +212,11 @@ def decompress_whole(name: str, data: Any) -> bytes | bytearray:
 
 
 def load_bytes(
-    data: bytes, name: str, policy: _restricted.Rules | None, ensure_native: bool, depth: int = 0
+    data: bytes | bytearray,
+    name: str,
+    policy: _restricted.Rules | None,
+    ensure_native: bool,
+    depth: int = 0,
 ) -> Any:
     """The object stored in a whole file held in memory (any format ``load`` reads)."""
     kind = detect_format(data[:16])
