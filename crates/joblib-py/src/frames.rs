@@ -18,6 +18,8 @@ use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::persist::Region;
+
 /// A buffer or pickle frame of a container once read.
 #[pyclass(frozen, module = "joblib_rs._core")]
 #[derive(Debug)]
@@ -237,14 +239,6 @@ impl From<&FrameInfo> for FrameReport {
             offset: f.head.payload_offset,
         }
     }
-}
-
-/// A read-only or writable byte region of a Python buffer, as plain numbers so it can cross
-/// `detach`.
-#[derive(Clone, Copy)]
-struct Region {
-    ptr: usize,
-    len: usize,
 }
 
 /// Allocates each frame's destination by calling Python `alloc(nbytes)`; keeps the objects.

@@ -23,11 +23,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict};
 use crate::errors::{format_error, io_error};
 use crate::frames::{Frame, FrameReport, PySink};
 
-/// A read-only byte region of a Python buffer, as plain numbers so it can cross `detach`.
+/// A byte region of a Python buffer, as plain numbers so it can cross `detach`.
 #[derive(Clone, Copy)]
-struct Region {
-    ptr: usize,
-    len: usize,
+pub(crate) struct Region {
+    pub(crate) ptr: usize,
+    pub(crate) len: usize,
 }
 
 impl Region {

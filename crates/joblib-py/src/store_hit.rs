@@ -205,7 +205,9 @@ const MAX_MAPPED: usize = 4096;
 /// (whole entry, access time refreshed for LRU), so that it does so at most once a second
 /// each, and the verified pickle of small outputs with their file's version: while `stat`
 /// shows the same version, a hit decodes the kept bytes without opening the file
-/// (`store::FileVersion` says why that is sound).
+/// (`store::FileVersion` says why that is sound). Also remembers the file version at which
+/// each mapped output's payloads were read and their checksums verified: mapped hits of that
+/// version (seen by `fstat` on the file they opened) map the payloads without reading them.
 #[pyclass(frozen, module = "joblib_rs._core")]
 #[derive(Debug)]
 pub struct EntryReader {
