@@ -301,3 +301,45 @@ def test_mapped_payloads_are_verified_once_per_file_version(tmp_path):
         again = cached(10_000)
     assert any(issubclass(w.category, CacheWarning) for w in caught)
     np.testing.assert_array_equal(again, _make(10_000))
+
+
+# ------------------------------------------------------------------------------------------
+# numpy_pickle's reading path in _loading
+
+
+def test_load_maps_every_array_of_a_file_from_one_map(tmp_path):
+    path = tmp_path / "arrays.jrs"
+    joblib_rs.dump([_make(1000) + i for i in range(5)], path)
+    for mode in ("r", "c", "r+"):
+        arrays = joblib_rs.load(path, mmap_mode=mode)
+        assert len({id(a._mmap) for a in arrays}) == 1
+        for i, a in enumerate(arrays):
+            assert isinstance(a, np.memmap) and a.mode == mode
+            assert a.filename == str(path) and a.offset % 64 == 0
+            np.testing.assert_array_equal(a, _make(1000) + i)
+        del arrays
+
+
+def test_numpy_pickle_keeps_the_names_of_its_reading_path():
+    from joblib_rs import numpy_pickle
+
+    moved = {
+        "_alloc": _loading.alloc,
+        "_unpickle": _loading.unpickle,
+        "_load_container_frames": _loading.load_frames,
+        "_detect": _loading.detect_format,
+        "_decompress_whole": _loading.decompress_whole,
+        "_load_bytes": _loading.load_bytes,
+        "_load_path": _loading.load_path,
+        "_load_mapped_verified": _loading.load_mapped_verified,
+        "_size_from": _loading.size_from,
+        "_seekable": _loading.seekable,
+        "_warn_compressed_mmap": _loading.warn_compressed_mmap,
+        "_ENSURE_NATIVE": _loading.ENSURE_NATIVE,
+    }
+    for name, value in moved.items():
+        assert getattr(numpy_pickle, name) is value, name
+    assert numpy_pickle._BUFFER_FRAME == _core.Frame.BUFFER
+    assert numpy_pickle._PICKLE_FRAME == _core.Frame.PICKLE
+    # Pickles name the array rebuilder by this path (docs/format.md): it stays.
+    assert numpy_pickle._rebuild_array.__module__ == "joblib_rs.numpy_pickle"
