@@ -135,3 +135,45 @@ def test_processes_run_mixed_and_compact_inputs_in_order():
     assert Parallel(n_jobs=2)(tasks()) == list(range(300))
     assert list(Parallel(n_jobs=2, return_as="generator")(tasks())) == list(range(300))
     assert sorted(Parallel(n_jobs=2, return_as="generator_unordered")(tasks())) == list(range(300))
+
+
+def _nested_view() -> tuple[str, int, object, list[int]]:
+    from joblib_rs.parallel import get_active_backend
+
+    backend, n_jobs = get_active_backend()
+    inner = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(3))
+    return type(backend).__name__, backend.nesting_level, n_jobs, inner
+
+
+def test_a_batch_carries_a_builtin_nested_backend_as_data():
+    batch = BatchedCalls([(abs, (-1,), {})], LokyBackend().get_nested_backend())
+    loaded = pickle.loads(pickle.dumps(batch))
+    assert loaded._nested_kind == ("threads", 1) and loaded._backend is None
+    # A customised nested backend travels as the object itself.
+    custom = ThreadingBackend(nesting_level=1)
+    custom.custom_setting = "kept"
+    loaded = pickle.loads(pickle.dumps(BatchedCalls([(abs, (-1,), {})], (custom, 3))))
+    assert loaded._nested_kind is None and loaded._backend.custom_setting == "kept"
+    assert loaded._n_jobs == 3
+
+
+def test_a_fresh_worker_runs_plain_tasks_without_importing_the_backends():
+    from joblib_rs._process_pool import ProcessPool
+
+    def loaded_modules() -> list[str]:  # local: travels by value, imports no test module
+        import sys
+
+        return sorted(name for name in sys.modules if name.startswith("joblib_rs"))
+
+    pool = ProcessPool(1)
+    try:
+        nested = LokyBackend().get_nested_backend()
+        plain = BatchedCalls([(loaded_modules, (), {})], nested)
+        (modules,) = pool.submit(plain).result(timeout=120)
+        assert not [m for m in modules if m.startswith("joblib_rs._backends")], modules
+        assert "joblib_rs._process_pool" not in modules
+        # A task that asks gets the nested configuration the batch described, as before.
+        (view,) = pool.submit(BatchedCalls([(_nested_view, (), {})], nested)).result(timeout=120)
+        assert view == ("ThreadingBackend", 1, None, [0, 1, 2])
+    finally:
+        pool.terminate()

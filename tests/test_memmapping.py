@@ -370,3 +370,89 @@ def test_memmap_results_keep_their_byte_order(tmp_path):
     for a in out:
         assert a.dtype == np.dtype(">f8")
         np.testing.assert_array_equal(a, np.arange(10, 20))
+
+
+# ------------------------------------------------------------------ recycled result files
+
+
+@pytest.fixture
+def result_pool(tmp_path):
+    from joblib_rs._process_pool import ProcessPool
+
+    pool = ProcessPool(2, max_nbytes=MB, temp_folder=str(tmp_path))
+    try:
+        yield pool, pool._results_folder.folder
+    finally:
+        pool.terminate()
+
+
+def result_of(pool, value, n=MB // 8 * 3):
+    return pool.submit(lambda: np.full(n, float(value))).result(timeout=TIMEOUT)
+
+
+def recycled(folder):
+    return list_folder(os.path.join(folder, "recycled"))
+
+
+def test_a_freed_result_file_is_rewritten_for_the_next_result(result_pool):
+    import gc
+
+    pool, folder = result_pool
+    first = result_of(pool, 1.0)
+    kept = result_of(pool, 2.0)
+    assert recycled(folder) == []
+    first[:10] = -1.0  # copy on write: never reaches the file
+    del first
+    gc.collect()
+    assert len(recycled(folder)) == 1
+    again = result_of(pool, 3.0)
+    assert recycled(folder) == []  # claimed by the worker and rewritten
+    assert again[0] == again[-1] == 3.0 and float(again.sum()) == 3.0 * again.size
+    assert kept[0] == kept[-1] == 2.0  # an array still alive is never touched
+    # A smaller result in a bigger recycled file: the file is cut to size.
+    del again
+    gc.collect()
+    small = result_of(pool, 4.0, n=MB // 8 * 2)
+    assert small.shape == (MB // 8 * 2,) and float(small.sum()) == 4.0 * small.size
+
+
+def test_recycling_keeps_at_most_its_budget(result_pool, monkeypatch):
+    import gc
+
+    from joblib_rs import _memmapping
+
+    pool, folder = result_pool
+    monkeypatch.setattr(_memmapping, "RECYCLE_MAX_BYTES", 5 * MB)
+    results = [result_of(pool, i) for i in range(3)]  # 3 MB each
+    del results
+    gc.collect()
+    assert len(recycled(folder)) == 1  # the second would pass 5 MB: deleted
+    leftovers = [n for n in list_folder(folder) if n != "recycled"]
+    assert leftovers == []
+
+
+def test_results_mapped_before_a_fork_are_deleted_not_rewritten(result_pool):
+    import gc
+
+    pool, folder = result_pool
+    before = result_of(pool, 1.0)
+    pid = os.fork()
+    if pid == 0:  # the child maps `before` too: its file must never be rewritten
+        os._exit(0)
+    os.waitpid(pid, 0)
+    after = result_of(pool, 2.0)
+    del before, after
+    gc.collect()
+    assert len(recycled(folder)) == 1  # only the result mapped after the fork
+
+
+def test_a_much_bigger_recycled_file_is_kept_for_a_result_of_its_size(result_pool):
+    import gc
+
+    pool, folder = result_pool
+    big = result_of(pool, 1.0, n=MB // 8 * 6)
+    del big
+    gc.collect()
+    assert len(recycled(folder)) == 1
+    small = result_of(pool, 2.0, n=MB // 8 * 2)  # 2 MB: the 6 MB file is not cut down
+    assert len(recycled(folder)) == 1 and float(small.sum()) == 2.0 * small.size

@@ -1,6 +1,9 @@
 """joblib-rs: joblib, rebuilt with a Rust core.
 
-Use it as ``import joblib_rs as joblib``.
+Use it as ``import joblib_rs as joblib``. This module gathers joblib's public names from
+their homes: ``Parallel``/``delayed`` (``parallel``), ``Memory`` (``memory``), ``dump``/``load``
+(``numpy_pickle``), ``hash`` (``hashing``); each sits on the compiled core, ``_core``. The
+picture of the whole is ``docs/architecture.md``.
 """
 
 from joblib_rs._cloudpickle_wrapper import wrap_non_picklable_objects

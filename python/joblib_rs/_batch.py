@@ -8,6 +8,10 @@ batch sizes learned per function.
        one function, no kwargs ──► (func, [args...]) or (func, [arg, ...]) on the wire:
                                      no per-task tuples for the pickler's hook to visit
 
+On the wire, a batch's nested backend (what ``Parallel`` calls inside its tasks use) is a
+plain description when it is a builtin default (``_nested``): a worker then imports no
+backend module unless a task asks for the configuration.
+
 Auto-batching learns how many tasks of a function make a batch of the right duration;
 :func:`remember_batch_size` keeps that per backend type and function (module and qualified
 name) so the next call of the same function starts there (:func:`learned_batch_size`),
@@ -18,13 +22,18 @@ from __future__ import annotations
 
 import collections
 import itertools
+import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from joblib_rs._backends.base import ParallelBackendBase
-from joblib_rs._backends.config import parallel_config
+from joblib_rs import _nested
 from joblib_rs._core import compact_tasks, take_tasks
+
+# Workers unpickle batches: this module imports no backend at load time (see _nested).
+if TYPE_CHECKING:
+    from joblib_rs._backends.base import ParallelBackendBase
+    from joblib_rs._backends.config import parallel_config
 
 __all__ = ["BatchedCalls", "TaskChunk", "learned_batch_size", "remember_batch_size"]
 
@@ -58,9 +67,16 @@ class BatchedCalls:
         self._one_argument = False
         self._reducer_callback = reducer_callback
         if isinstance(backend_and_jobs, tuple):
-            self._backend, self._n_jobs = backend_and_jobs
+            backend, self._n_jobs = backend_and_jobs
         else:
-            self._backend, self._n_jobs = backend_and_jobs, None
+            backend, self._n_jobs = backend_and_jobs, None
+        # A (kind, nesting_level) pair when it travelled as a description (_nested).
+        self._nested_kind: tuple[str, int] | None = None
+        self._backend: ParallelBackendBase | None = None
+        if isinstance(backend, tuple):
+            self._nested_kind = backend
+        else:
+            self._backend = backend
         self._pickle_cache = pickle_cache if pickle_cache is not None else {}
 
     @classmethod
@@ -92,10 +108,23 @@ class BatchedCalls:
 
     def nested_config(self) -> parallel_config:
         """The configuration its tasks run under (what nested ``Parallel`` calls use)."""
+        from joblib_rs._backends.config import parallel_config
+
+        if self._backend is None and self._nested_kind is not None:
+            import joblib_rs._backends  # noqa: F401  (registers the builtin nested defaults)
+            from joblib_rs._backends.base import NESTED_DEFAULTS
+
+            kind, nesting_level = self._nested_kind
+            self._backend = NESTED_DEFAULTS[kind](nesting_level=nesting_level)
         return parallel_config(backend=self._backend, n_jobs=self._n_jobs)
 
+    def _run_context(self) -> Any:
+        if self._backend is None and self._nested_kind is not None:
+            return _nested.pending((*self._nested_kind, self._n_jobs))
+        return self.nested_config()
+
     def __call__(self) -> list[Any]:
-        with self.nested_config():
+        with self._run_context():
             if self._items is not None:
                 return [func(*args, **kwargs) for func, args, kwargs in self._items]
             func, arguments = self._func, self._arguments or []
@@ -106,7 +135,7 @@ class BatchedCalls:
     def __reduce__(self) -> tuple[Any, ...]:
         if self._reducer_callback is not None:
             self._reducer_callback()
-        nested = (self._backend, self._n_jobs)
+        nested = (_describe_nested(self._backend) or self._backend, self._n_jobs)
         if self._items is None:
             return _compact_batch, (self._func, self._arguments, self._one_argument, nested)
         compact = compact_tasks(self._items)
@@ -204,6 +233,29 @@ class TaskChunk:
             reducer_callback,
             pickle_cache,
         )
+
+
+# vars() of each builtin nested default as get_nested_backend makes it, per (class, level).
+_default_states: dict[tuple[Any, int], dict[str, Any]] = {}
+
+
+def _describe_nested(backend: Any) -> tuple[str, int] | None:
+    """``(kind, nesting_level)`` when ``backend`` is a builtin nested default exactly as
+    ``get_nested_backend`` makes it (so a worker can make an equal one), else None."""
+    if backend is None:
+        return None
+    base = sys.modules.get("joblib_rs._backends.base")
+    for kind, factory in getattr(base, "NESTED_DEFAULTS", {}).items():
+        if type(backend) is not factory:
+            continue
+        level = getattr(backend, "nesting_level", None)
+        if not isinstance(level, int):
+            return None
+        default = _default_states.get((factory, level))
+        if default is None:
+            default = _default_states[(factory, level)] = vars(factory(nesting_level=level))
+        return (kind, level) if vars(backend) == default else None
+    return None
 
 
 def _compact_batch(

@@ -1,4 +1,9 @@
-"""``wrap_non_picklable_objects``: make an object travel with cloudpickle under plain pickle."""
+"""``wrap_non_picklable_objects``: make an object travel with cloudpickle under plain pickle.
+
+``pickle.dumps(wrapped)`` ─► ``__reduce__`` ─► ``cloudpickle.dumps(obj)`` inside the pickle
+─► ``pickle.loads`` ─► :func:`_rebuild` / :func:`_rebuild_wrapper` ─► the object (wrapped
+again with ``keep_wrapper``). A class becomes a subclass whose instances do the same.
+"""
 
 from __future__ import annotations
 

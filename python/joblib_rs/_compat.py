@@ -182,6 +182,13 @@ def load_joblib_pickle(
     head = fh.read(2)
     fh.seek(0)
     if head == _ZFILE_PREFIX:
+        if policy is not None:
+            # Read by pickle's own unpickler (arrays in separate files): no policy applies.
+            raise pickle.UnpicklingError(
+                f"{filename or 'the data'}: a file of joblib < 0.10 is forbidden by load(..., "
+                "allowed=...): it can only be read unrestricted; load it with allowed=None if "
+                "it is trusted"
+            )
         return _load_old(filename, fh, mmap_mode, ensure_native)
     head = head[:1]
     # Protocol 2+ pickles start with PROTO; 0/1 with a handful of opcodes.

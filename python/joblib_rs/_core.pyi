@@ -106,6 +106,8 @@ def write_path(
 
 POOL_FRAME_KINDS: dict[str, int]
 
+def die_with_parent() -> bool: ...
+
 class PoolEvent:
     READY: int
     DONE: int

@@ -6,14 +6,18 @@
     ──────                                   ──────────────────────────           ──────
     argument >= max_nbytes ── tofile ──────► arg-<id>.dat (once per call) ──► np.memmap(mmap_mode)
     np.memmap argument ─────────── reference only (file, offset, strides) ──► np.memmap
-    result array ◄── mmap + unlink ◄──────── res-<pid>-<n>.dat ◄── tofile ── result >= max_nbytes
+    result array ◄── mmap (copy on write) ◄─ res-<pid>-<n>.dat ◄── write ── result >= max_nbytes
+      array freed ── rename ──────────────► recycled/ ── claimed, rewritten ──► next result
 
 Arguments above ``max_nbytes`` are written once per call into a temporary folder (on
 ``/dev/shm`` when it has room) and reach the workers as ``np.memmap`` opened with ``mmap_mode``;
 arrays already backed by a memory-mapped file travel as a reference. Results above the
 threshold are written by the worker into the same folder and mapped by the parent (copy on
-write: the caller gets a writable array, the file is unlinked at once), so a big result never
-crosses the pipe. The folder is removed when the call ends, whatever the outcome.
+write: the caller gets a writable array whose changes never reach the file), so a big result
+never crosses the pipe. When the caller lets go of that array, its file is moved to
+``recycled/`` (up to :data:`RECYCLE_MAX_BYTES`) and a worker writes its next large result into
+it: filling memory the kernel already gave to ``/dev/shm`` costs half of allocating it again.
+The folder is removed when the call ends, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 __all__ = ["MemmappingContext", "resolve_temp_folder"]
 
 #: /dev/shm is used only when it has at least this much room, as joblib does.
 SHM_MIN_FREE = 2_000_000_000
+#: Bytes of freed result files kept per folder for the next results (also at most an eighth of
+#: the file system); the rest are deleted at once. The folder goes with its pool.
+RECYCLE_MAX_BYTES = 2 << 30
+RECYCLED = "recycled"
 SHM_PATH = "/dev/shm"
 
 _live_contexts: set[MemmappingContext] = set()
@@ -104,8 +113,9 @@ def _address(array: Any) -> int:
     return array.__array_interface__["data"][0]
 
 
-def _write_array(array: Any, path: str) -> str:
-    """Writes the array's bytes to ``path``; returns the order they are in ('C' or 'F').
+def _write_array(array: Any, path: Any) -> str:
+    """Writes the array's bytes to ``path`` (or an open file, from its start); returns the
+    order they are in ('C' or 'F').
 
     A Fortran-ordered array is written as is (no transposing copy); anything else in C order
     (``tofile`` gathers strided arrays)."""
@@ -160,21 +170,87 @@ def open_memmap(
 
 
 def attach_result(filename: str, dtype: Any, shape: tuple, order: str) -> Any:
-    """Maps a result array written by a worker; the file is unlinked at once."""
+    """Maps a result array written by a worker (copy on write); the file is recycled when the
+    array is freed (:func:`_recycle_result_file`)."""
     np = __import__("numpy")
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     try:
-        if nbytes == 0:
-            return np.empty(shape, dtype=dtype, order=order)
         with open(filename, "rb") as f:
-            buffer = mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_COPY)
-        return np.ndarray(shape, dtype=dtype, buffer=buffer, order=order)
-    finally:
+            buffer = mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_COPY) if nbytes else None
+    except BaseException:
+        _unlink(filename)
+        raise
+    if buffer is None:
+        _unlink(filename)
+        return np.empty(shape, dtype=dtype, order=order)
+    # The file's pages stay alive with the mapping; after it, they serve the next result.
+    finalizer = weakref.finalize(buffer, _recycle_result_file, filename, _forks[0])
+    finalizer.atexit = False  # the folder's own cleanup removes it at exit
+    return np.ndarray(shape, dtype=dtype, buffer=buffer, order=order)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# Forks of this process so far: a child made after a result was mapped maps it too, and may
+# still read it after the parent let go, so such a file is deleted, never rewritten.
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_count_fork)
+
+
+def _recycle_result_file(path: str, forks_at_attach: int) -> None:
+    """Moves a result file nobody maps any more to ``recycled/``, or deletes it when that
+    holds enough already (or is gone with its pool, or a fork may still map it)."""
+    recycled = os.path.join(os.path.dirname(path), RECYCLED)
+    try:
+        if forks_at_attach != _forks[0]:
+            raise OSError("mapped before a fork")
+        size = os.stat(path).st_size
+        kept = sum(entry.stat().st_size for entry in os.scandir(recycled))
+        stats = os.statvfs(recycled)
+        limit = min(RECYCLE_MAX_BYTES, stats.f_blocks * stats.f_frsize // 8)
+        if kept + size <= limit:
+            os.rename(path, os.path.join(recycled, os.path.basename(path)))
+            return
+    except OSError:
+        pass
+    _unlink(path)
+
+
+def _claim_recycled_file(folder: str, nbytes: int, path: str) -> bool:
+    """Moves a recycled file of ``nbytes`` to twice that (the smallest) to ``path``; False if
+    none (a much bigger file is kept for a result of its size).
+
+    The rename is the claim: another worker taking the same file first makes it fail, and
+    the next candidate is tried.
+    """
+    try:
+        entries = [(e.stat().st_size, e.path) for e in os.scandir(os.path.join(folder, RECYCLED))]
+    except OSError:
+        return False
+    for size, candidate in sorted(entries):
+        if size < nbytes:
+            continue
+        if size > 2 * nbytes:
+            break
         try:
-            os.unlink(filename)
+            os.rename(candidate, path)
         except OSError:
-            pass
+            continue
+        return True
+    return False
 
 
 class MemmappingContext:
@@ -196,14 +272,23 @@ class MemmappingContext:
     ) -> None:
         self.max_nbytes = max_nbytes
         self.mmap_mode = mmap_mode or "r"
-        base = resolve_temp_folder(temp_folder)
-        self.folder = os.path.join(
-            base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}"
-        )
+        self._temp_folder = temp_folder
+        self._folder: str | None = None
         self._written: dict[int, tuple[Any, tuple]] = {}
         self._lock = threading.Lock()
         with _live_lock:
             _live_contexts.add(self)
+
+    @property
+    def folder(self) -> str:
+        """This call's folder; chosen on first use, so a call that shares no array costs no
+        file-system call at all."""
+        if self._folder is None:
+            base = resolve_temp_folder(self._temp_folder)
+            self._folder = os.path.join(
+                base, f"joblib_rs_memmapping_{os.getpid()}_{_TOKEN}_{next(_context_counter)}"
+            )
+        return self._folder
 
     # ----------------------------------------------------------------- parent: arguments
     def reduce_array(self, array: Any) -> Any:
@@ -237,7 +322,8 @@ class MemmappingContext:
         """Removes every file of this call."""
         with self._lock:
             self._written.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
         with _live_lock:
             _live_contexts.discard(self)
 
@@ -246,10 +332,17 @@ _result_counter = itertools.count()
 
 
 def _share_result_array(array: Any, folder: str) -> tuple[Any, ...]:
-    """Writes a result array into the call's folder; the reduction that maps it back."""
-    os.makedirs(folder, exist_ok=True)
+    """Writes a result array into the call's folder (into a recycled file when there is one
+    big enough); the reduction that maps it back."""
     path = os.path.join(folder, f"res-{os.getpid()}-{next(_result_counter)}.dat")
-    order = _write_array(array, path)
+    if _claim_recycled_file(folder, array.nbytes, path):
+        with open(path, "r+b", buffering=0) as f:
+            # Overwrites pages that are already there; a larger file gives back its tail.
+            order = _write_array(array, f)
+            f.truncate(array.nbytes)
+    else:
+        os.makedirs(os.path.join(folder, RECYCLED), exist_ok=True)
+        order = _write_array(array, path)
     return attach_result, (path, _dtype_spec(array.dtype), array.shape, order)
 
 

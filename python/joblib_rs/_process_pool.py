@@ -249,6 +249,9 @@ class ProcessPool:
             except BaseException as exc:  # unpickling the outcome failed
                 if not future.done():
                     future.set_exception(exc)
+            # Let go of the result now: held until the next event, a big result would outlive
+            # the caller's last reference (and its shared-memory file could not be recycled).
+            del future, event
 
     def _fail_pending(self, exc: BaseException) -> None:
         with self._lock:

@@ -13,7 +13,9 @@ The transfers, the entry format, the leases and the LRU scan are in Rust
 
 A hit is one GET (plus, at most once per ``access_time_interval`` per process and entry, one
 PUT of the ``.atime`` marker). A miss is one GET, one conditional PUT of the lease and one PUT
-of the entry. See ``docs/memory.md``, "Sharing a cache between machines".
+of the entry. See ``docs/memory.md``, "Sharing a cache between machines". Which URLs and
+options mean what is :mod:`joblib_rs._remote_config`'s; the lease of an entry being computed
+is :mod:`joblib_rs._remote_lease`'s; this module is the store backend itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ from pickle import PicklingError
 from typing import Any
 
 from joblib_rs import _core, numpy_pickle
+from joblib_rs._remote_config import (
+    _STALE_LEASE_AGE,
+    DEFAULT_ACCESS_TIME_INTERVAL,
+    DEFAULT_LEASE_TTL,
+    REMOTE_SCHEMES,
+    client_options,
+    remote_scheme,
+)
+from joblib_rs._remote_lease import _Lease, _Wait
 from joblib_rs._store_backends import (
     DEFAULT_LOCK_TIMEOUT,
     CacheItemInfo,
@@ -46,34 +57,9 @@ from joblib_rs._store_base import _warn_left_behind
 
 __all__ = ["REMOTE_SCHEMES", "ObjectStoreBackend", "remote_backend_for"]
 
-#: URL schemes served by :class:`ObjectStoreBackend` (``memory://`` is an in-process store,
-#: for tests and examples).
-REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure", "memory"})
-#: Default lease duration (seconds): a crashed holder blocks its key at most this long. A
-#: live holder renews its lease every third of it.
-DEFAULT_LEASE_TTL = 60.0
-#: A hit refreshes the entry's access-time marker at most this often per process (seconds).
-DEFAULT_ACCESS_TIME_INTERVAL = 3600.0
 #: Clients inherited through fork(): never dropped in the child, whose copy of their I/O
 #: runtime has no threads left to shut down.
 _INHERITED: list[Any] = []
-#: Leases without an entry older than this are leftovers of killed processes (seconds).
-_STALE_LEASE_AGE = 3600.0
-#: Options of this backend; every other ``backend_options`` key goes to the cloud client
-#: (``endpoint``, ``region``, ``access_key_id``, ``allow_http``...).
-_OWN_OPTIONS = frozenset(
-    {
-        "compress",
-        "mmap_mode",
-        "lock_timeout",
-        "lease_ttl",
-        "access_time_interval",
-        "max_retries",
-        "retry_timeout",
-        "connect_timeout",
-        "range_size",
-    }
-)
 
 
 def remote_backend_for(location: str) -> type | None:
@@ -84,72 +70,9 @@ def remote_backend_for(location: str) -> type | None:
     ValueError
         For a URL whose scheme no store handles (never treated as a local folder).
     """
-    scheme = _core.url_scheme(location)
-    if scheme is None:
+    if remote_scheme(location) is None:
         return None
-    if scheme not in REMOTE_SCHEMES:
-        raise ValueError(
-            f"Unsupported cache location {location!r}: unknown URL scheme '{scheme}://'. "
-            f"Supported: {', '.join(f'{s}://' for s in sorted(REMOTE_SCHEMES))}, or a local "
-            "path."
-        )
     return ObjectStoreBackend
-
-
-def _option_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-class _Lease:
-    """The lease of one entry held by this process: renewed in a background thread until
-    released. Released after a successful commit it stays in the store (it marks the entry
-    as computed); after a failure it is deleted so that another process computes at once."""
-
-    def __init__(self, backend: ObjectStoreBackend, entry: str, ttl: float, fresh: bool) -> None:
-        self.backend = backend
-        self.entry = entry
-        self.key = entry + _core.REMOTE_LEASE_SUFFIX
-        self.ttl = ttl
-        self.fresh = fresh
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="joblib-rs-lease", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        client = self.backend._client()
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                client.renew_lease(self.key, self.ttl, self.backend._owner)
-            except OSError:
-                # The server is unreachable: the lease may expire and another process
-                # compute too (a duplicate computation, never a wrong result).
-                pass
-
-    def release(self) -> None:
-        """Stop renewing; delete the lease unless this thread published the entry."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self.backend._fresh().discard(self.entry)
-        committed = self.backend._committed()
-        if self.entry in committed:
-            committed.discard(self.entry)
-            return
-        try:
-            self.backend._client().delete(self.key)
-        except OSError:
-            # It will expire.
-            pass
-
-
-class _Wait:
-    """What :meth:`ObjectStoreBackend.lock_item` returns when the entry was published while
-    waiting: nothing to release; the caller loads the entry."""
-
-    def release(self) -> None:
-        """Nothing is held."""
 
 
 class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
@@ -211,16 +134,7 @@ class ObjectStoreBackend(StoreBackendBase, StoreBackendMixin):
         )
         if self.lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be positive, got {self.lease_ttl}")
-        self._timeouts = {
-            key: options[key]
-            for key in ("max_retries", "retry_timeout", "connect_timeout", "range_size")
-            if options.get(key) is not None
-        }
-        self._cloud_options = sorted(
-            (str(key), _option_text(value))
-            for key, value in options.items()
-            if key not in _OWN_OPTIONS and value is not None
-        )
+        self._timeouts, self._cloud_options = client_options(options)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self._reset()
         # Validate the URL and the options now: a bad location fails at Memory().

@@ -9,7 +9,7 @@
       (the call's MemmappingContext)                                ▼
     loads_result(payload) ◄────────── DONE frame ◄── bytes ── dumps_result(value, policy)
       large result arrays map the files                    large arrays written once into
-      the worker wrote (then unlinked)                     policy.folder (ArrayPolicy,
+      the worker wrote (recycled after)                    policy.folder (ArrayPolicy,
                                                            received once in the init frame)
     loads_failure(payload) ◄───────── FAILED frame ◄─ bytes ── dumps_failure(exc)
 
@@ -33,16 +33,18 @@ import io
 import os
 import pickle
 import sys
-import traceback
 import types
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cloudpickle
+# A worker imports this module at start-up, before its first task: what only the parent or
+# only a failure needs (cloudpickle, traceback, the shared-memory helpers, the exceptions
+# module) is imported where it is used. The parent has them all imported already.
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-from joblib_rs import _memmapping
-from joblib_rs.exceptions import RemoteTraceback
+    #: Offered every numpy array met while pickling; returns a pickle reduction (e.g. a
+    #: reference to shared memory) or ``NotImplemented`` to pickle the array normally.
+    ArrayReducer = Callable[[Any], Any]
 
 __all__ = [
     "ArrayPolicy",
@@ -58,17 +60,9 @@ __all__ = [
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-#: Offered every numpy array met while pickling; returns a pickle reduction (e.g. a reference
-#: to shared memory) or ``NotImplemented`` to pickle the array normally.
-ArrayReducer = Callable[[Any], Any]
-
-# Modules cloudpickle pickles by value (``register_pickle_by_value``); private in cloudpickle,
-# so when it is missing every payload goes through cloudpickle (always correct, just slower).
-_BY_VALUE_MODULES: Any = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
 _FUNCTION = types.FunctionType
 
 
-@dataclass(frozen=True)
 class ArrayPolicy:
     """How large numpy arrays travel, fixed for a worker's lifetime (sent in its init frame).
 
@@ -83,14 +77,39 @@ class ArrayPolicy:
         Mode in which workers open the argument arrays the parent wrote.
     """
 
-    max_nbytes: int | None
-    folder: str
-    mmap_mode: str = "r"
+    __slots__ = ("folder", "max_nbytes", "mmap_mode")
+
+    def __init__(self, max_nbytes: int | None, folder: str, mmap_mode: str = "r") -> None:
+        self.max_nbytes = max_nbytes
+        self.folder = folder
+        self.mmap_mode = mmap_mode
+
+    def _fields(self) -> tuple[int | None, str, str]:
+        return self.max_nbytes, self.folder, self.mmap_mode
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ArrayPolicy):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"ArrayPolicy(max_nbytes={self.max_nbytes!r}, folder={self.folder!r}, "
+            f"mmap_mode={self.mmap_mode!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ArrayPolicy, self._fields()
 
     def reduce_result_array(self, array: Any) -> Any:
         """Reduction of a result array: a file in ``folder`` when large, else normal."""
         if self.max_nbytes is None:
             return NotImplemented
+        from joblib_rs import _memmapping
+
         return _memmapping.reduce_result_array(array, self.folder, self.max_nbytes)
 
 
@@ -141,7 +160,16 @@ def _with_array_hook(base: type) -> type:
     return ArrayAwarePickler
 
 
-_CloudPickler = _with_array_hook(cloudpickle.Pickler)
+_cloud_picklers: list[type] = []
+
+
+def _cloud_pickler_class() -> type:
+    """cloudpickle's ``Pickler`` with the array hook (made on first use)."""
+    if not _cloud_picklers:
+        import cloudpickle
+
+        _cloud_picklers.append(_with_array_hook(cloudpickle.Pickler))
+    return _cloud_picklers[0]
 
 
 class _StdlibPickler(pickle.Pickler):
@@ -191,7 +219,14 @@ def _task_pickler_class() -> type | None:
 
 
 def _fast_path_allowed() -> bool:
-    return _BY_VALUE_MODULES is not None and not _BY_VALUE_MODULES
+    module = sys.modules.get("cloudpickle.cloudpickle")
+    if module is None:  # nothing can be registered by value before cloudpickle is imported
+        return True
+    # Modules cloudpickle pickles by value (``register_pickle_by_value``); private in
+    # cloudpickle, so when it is missing every payload goes through cloudpickle (always
+    # correct, just slower).
+    by_value = getattr(module, "_PICKLE_BY_VALUE_MODULES", None)
+    return by_value is not None and not by_value
 
 
 def _dump_with(pickler: Callable[[io.BytesIO], pickle.Pickler], obj: Any) -> bytes:
@@ -231,8 +266,11 @@ def dumps(
             pass
     if cloudpickler is None:
         if reduce_array is None:
+            import cloudpickle
+
             return cloudpickle.dumps(obj, protocol=PROTOCOL)
-        return _dump_with(lambda buffer: _CloudPickler(buffer, reduce_array), obj)
+        pickler = _cloud_pickler_class()
+        return _dump_with(lambda buffer: pickler(buffer, reduce_array), obj)
     return _dump_with(cloudpickler, obj)
 
 
@@ -297,6 +335,8 @@ def dumps_failure(exc: BaseException) -> bytes:
     An exception that cannot travel is replaced by a ``RuntimeError`` naming its type and
     message.
     """
+    import traceback
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         return dumps((exc, text))
@@ -309,11 +349,12 @@ def dumps_failure(exc: BaseException) -> bytes:
 def loads_failure(payload: bytes) -> BaseException:
     """The exception :func:`dumps_failure` pickled, the worker's traceback as its cause."""
     exc, text = pickle.loads(payload)
-    exc.__cause__ = RemoteTraceback(text)
-    return exc
+    return _rebuild_failure(exc, text)
 
 
 def _rebuild_failure(exc: BaseException, text: str) -> BaseException:
+    from joblib_rs.exceptions import RemoteTraceback
+
     exc.__cause__ = RemoteTraceback(text)
     return exc
 
@@ -328,6 +369,8 @@ class RemoteFailure:
     __slots__ = ("exc", "text")
 
     def __init__(self, exc: BaseException) -> None:
+        import traceback
+
         self.text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
             pickle.dumps(exc)

@@ -5,8 +5,9 @@ length-prefixed frames (``docs/pool.md``): an INIT frame with the parent's setti
 them the array policy for results), then TASK frames holding pickled callables. Each task is
 answered by a DONE frame (the return value, pickled once by ``_task_pickle.dumps_result``) or
 a FAILED frame (``_task_pickle.dumps_failure``: the exception and its formatted traceback).
-The worker exits when its socket closes or on a SHUTDOWN frame; Linux's parent-death signal
-ends it if the parent dies mid-task.
+The worker exits when its socket closes or on a SHUTDOWN frame; Linux's parent-death signal,
+which the worker arms first thing (``_core.die_with_parent``), ends it if the parent dies
+mid-task.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import importlib.machinery
 import os
 import pickle
 import signal
-import socket
 import struct
 import sys
 from types import ModuleType
@@ -44,14 +44,22 @@ def _read_frame(stream: BinaryIO) -> tuple[int, int, bytes] | None:
     return kind, task_id, payload
 
 
-def _send(sock: socket.socket, kind: int, task_id: int, payload: bytes = b"") -> None:
+def _write_all(data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(WORKER_FD, view) :]
+
+
+def _send(kind: int, task_id: int, payload: bytes = b"") -> None:
+    # The socket is used as a plain file descriptor: the socket module costs the worker
+    # several milliseconds of imports before its first task.
     header = HEADER.pack(9 + len(payload), kind, task_id)
     if len(payload) <= 1 << 16:
         # One write, so the parent wakes once per frame; copying a small payload is cheaper.
-        sock.sendall(header + payload)
+        _write_all(header + payload)
     else:
-        sock.sendall(header)
-        sock.sendall(payload)
+        _write_all(header)
+        _write_all(payload)
 
 
 def _apply_init(settings: dict) -> ArrayPolicy | None:
@@ -81,17 +89,19 @@ def _apply_init(settings: dict) -> ArrayPolicy | None:
 
 
 def main() -> None:
+    # First: end with the parent (the spawn itself could not arrange it, see docs/pool.md).
+    _core.die_with_parent()
+    os.environ.pop("JOBLIB_RS_PARENT_PID", None)
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Tells joblib-rs code running here that it is inside a worker (no nested process pools).
     os.environ["JOBLIB_RS_WORKER"] = "1"
-    sock = socket.socket(fileno=WORKER_FD)
-    stream = sock.makefile("rb", buffering=1 << 16)
+    stream = open(WORKER_FD, "rb", buffering=1 << 16, closefd=False)
     first = _read_frame(stream)
     if first is None or first[0] != INIT:
         return
     policy = _apply_init(pickle.loads(first[2]))
-    _send(sock, READY, 0, str(os.getpid()).encode())
+    _send(READY, 0, str(os.getpid()).encode())
     while True:
         frame = _read_frame(stream)
         if frame is None or frame[0] != TASK:
@@ -108,7 +118,7 @@ def main() -> None:
                 reply_kind, reply = FAILED, dumps_failure(exc)
             del result
         try:
-            _send(sock, reply_kind, task_id, reply)
+            _send(reply_kind, task_id, reply)
         except OSError:
             return  # the parent is gone
 

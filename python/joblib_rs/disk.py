@@ -1,4 +1,9 @@
-"""Disk helpers of joblib's ``joblib.disk`` module: folder sizes, creation and removal."""
+"""Disk helpers of joblib's ``joblib.disk`` module: folder sizes, creation and removal.
+
+Kept for code written against joblib's module layout (joblib-rs's stores size and clear
+themselves in Rust): :func:`disk_used` and :func:`memstr_to_bytes` measure and parse sizes;
+:func:`delete_folder` and :func:`rm_subdirs` remove folders, retrying while a file is in use.
+"""
 
 from __future__ import annotations
 

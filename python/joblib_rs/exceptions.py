@@ -1,4 +1,9 @@
-"""Exceptions and warnings that joblib-rs users catch."""
+"""Exceptions that joblib-rs users catch, raised in the caller for what happened in workers.
+
+A worker process that dies fails every pending task with :class:`TerminatedWorkerError`; an
+exception raised by a task comes back with the worker's formatted traceback attached as its
+``__cause__`` (a :class:`RemoteTraceback`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Logging helpers of joblib's public API: :class:`Logger` and :class:`PrintTime`."""
+"""Logging helpers of joblib's public API: :class:`Logger` and :class:`PrintTime`.
+
+:class:`Logger` subclasses send their messages to the standard ``'joblib'`` logger
+(:func:`pformat` renders objects); :class:`PrintTime` prints the time elapsed between its
+calls to stderr and, optionally, appends it to a log file.
+"""
 
 from __future__ import annotations
 

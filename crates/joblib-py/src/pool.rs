@@ -12,11 +12,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use joblib_core::pool::{Event, ExitInfo, FrameKind, PoolError, ProcessPool, WorkerCommand};
+use joblib_core::pool::{
+    Event, ExitInfo, FrameKind, PoolError, ProcessPool, WorkerCommand, die_with_parent,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::errors::CoreResultExt;
+use crate::errors::{CoreResultExt, ToPyErr};
 
 /// A pool of `python -m joblib_rs._worker` processes exchanging pickled payloads.
 #[pyclass(name = "ProcessPool", module = "joblib_rs._core", frozen)]
@@ -93,9 +95,17 @@ impl PyPoolEvent {
     }
 }
 
+/// Called by a worker first thing: Linux kills it when the parent that spawned it dies
+/// (and it exits now if that parent is already gone). Returns whether that is armed.
+#[pyfunction(name = "die_with_parent")]
+fn py_die_with_parent() -> PyResult<bool> {
+    die_with_parent().map_err(|e| PoolError::Io(e).to_py_err())
+}
+
 /// Registers the pool's classes and the frame kind numbers (`POOL_FRAME_KINDS`).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyProcessPool>()?;
+    m.add_function(wrap_pyfunction!(py_die_with_parent, m)?)?;
     m.add_class::<PyPoolEvent>()?;
     let kinds = PyDict::new(m.py());
     for kind in FrameKind::ALL {

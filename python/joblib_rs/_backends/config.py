@@ -15,12 +15,12 @@ previous one); ``BACKENDS`` maps names to factories (the builtin ones are regist
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from joblib_rs._backends.base import ParallelBackendBase
+from joblib_rs._backends.base import NESTED_DEFAULTS, ParallelBackendBase
+from joblib_rs._nested import state as _state
 
 __all__ = [
     "BACKENDS",
@@ -45,8 +45,10 @@ DEFAULT_PROCESS_BACKEND = "loky"
 #: back to the default backend with a warning, as in joblib.
 MAYBE_AVAILABLE_BACKENDS = {"multiprocessing", "loky"}
 
-# Per-thread active configuration, set by parallel_config / parallel_backend.
-_backend = threading.local()
+# Per-thread active configuration, set by parallel_config / parallel_backend, lives in
+# ``_nested.state`` (with the nested configuration a worker's batch left pending); joblib's
+# name for it is kept.
+_backend = _state
 
 
 class DaskNotInstalledError(ImportError, ValueError):
@@ -111,7 +113,22 @@ def get_config_param(param: Any, context_config: dict[str, Any], key: str) -> An
 
 
 def _active_config() -> dict[str, Any]:
-    return getattr(_backend, "config", default_parallel_config)
+    config = getattr(_state, "config", None)
+    if config is not None:
+        return config
+    spec = getattr(_state, "pending", None)
+    if spec is None:
+        return default_parallel_config
+    # A worker's batch left its nested configuration as data (``_nested``): make the
+    # backend now, as the parallel_config block it stands for would have.
+    _state.pending = None
+    kind, nesting_level, n_jobs = spec
+    if kind not in NESTED_DEFAULTS:
+        # Deliberately lazy (an upward import): the builtin backends register the nested
+        # defaults, and a worker imports them only when a task looks.
+        import joblib_rs._backends  # noqa: F401
+    parallel_config(backend=NESTED_DEFAULTS[kind](nesting_level=nesting_level), n_jobs=n_jobs)
+    return _state.config
 
 
 def get_active_backend(
@@ -275,7 +292,7 @@ class parallel_config:
         self.parallel_config.update(
             {k: v for k, v in new_config.items() if not isinstance(v, _Sentinel)}
         )
-        _backend.config = self.parallel_config
+        _state.config = self.parallel_config
 
     def _check_backend(
         self, backend: Any, inner_max_num_threads: int | None, **backend_params: Any
@@ -323,7 +340,7 @@ class parallel_config:
 
     def unregister(self) -> None:
         """Restore the configuration that was active before this one."""
-        _backend.config = self.old_parallel_config
+        _state.config = self.old_parallel_config
 
 
 class parallel_backend(parallel_config):

@@ -27,7 +27,7 @@ mod spawn;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -37,7 +37,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use dispatch::Scheduler;
 
 pub use frame::{Frame, FrameKind, MAX_FRAME, read_frame, write_frame};
-pub use spawn::{WORKER_FD, WorkerCommand, spawn_worker};
+pub use spawn::{
+    PARENT_PID_ENV, WORKER_FD, WorkerCommand, WorkerProcess, die_with_parent, spawn_worker,
+};
 
 /// Errors of the pool.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +161,7 @@ fn inline_limit(socket: &UnixStream) -> usize {
 
 struct Worker {
     pid: u32,
-    child: Arc<Mutex<Child>>,
+    child: Arc<Mutex<WorkerProcess>>,
     socket: UnixStream,
     threads: Vec<JoinHandle<()>>,
 }
@@ -254,7 +256,7 @@ impl ProcessPool {
         let (event_tx, event_rx) = unbounded::<Event>();
         let closing = Arc::new(AtomicBool::new(false));
         let broken = Arc::new(Mutex::new(None));
-        let mut started: Vec<(Child, UnixStream)> = Vec::with_capacity(size);
+        let mut started: Vec<(WorkerProcess, UnixStream)> = Vec::with_capacity(size);
         let mut outboxes = Vec::with_capacity(size);
         let mut queues = Vec::with_capacity(size);
         for _ in 0..size {
@@ -429,7 +431,11 @@ struct Links {
 }
 
 /// Starts the writer and reader threads of a spawned worker.
-fn start_threads(child: Child, socket: UnixStream, links: Links) -> Result<Worker, PoolError> {
+fn start_threads(
+    child: WorkerProcess,
+    socket: UnixStream,
+    links: Links,
+) -> Result<Worker, PoolError> {
     let Links {
         index,
         hub,

@@ -10,12 +10,14 @@ const WORKER_ENV: &str = "JOBLIB_CORE_TEST_WORKER";
 
 /// Entry point of the scripted worker (a no-op test unless started by a pool below).
 /// Task payloads are commands: `echo:<bytes>`, `fail:<bytes>`, `exit:<code>`, `sleep:<ms>`,
-/// `kill` (SIGKILL itself), `garbage` (writes an invalid frame).
+/// `kill` (SIGKILL itself), `garbage` (writes an invalid frame), `pid`, `cwd`, `env:<name>`,
+/// `stdin` (bytes readable on standard input).
 #[test]
 fn worker_main() {
     if std::env::var_os(WORKER_ENV).is_none() {
         return;
     }
+    assert_eq!(die_with_parent().ok(), Some(cfg!(target_os = "linux")));
     // SAFETY: the pool put our socket on WORKER_FD and nothing else in this process owns it.
     let socket = unsafe { File::from_raw_fd(WORKER_FD) };
     let mut input = socket.try_clone().expect("clone");
@@ -40,6 +42,20 @@ fn worker_main() {
                 match verb {
                     "echo" => reply(FrameKind::Done, arg.as_bytes()).expect("reply"),
                     "pid" => reply(FrameKind::Done, pid.to_string().as_bytes()).expect("reply"),
+                    "cwd" => {
+                        let cwd = std::env::current_dir().expect("cwd");
+                        reply(FrameKind::Done, cwd.to_string_lossy().as_bytes()).expect("reply")
+                    }
+                    "env" => {
+                        let value = std::env::var(arg).unwrap_or_else(|_| "<unset>".into());
+                        reply(FrameKind::Done, value.as_bytes()).expect("reply")
+                    }
+                    "stdin" => {
+                        use std::io::Read;
+                        let mut buf = Vec::new();
+                        let n = std::io::stdin().read_to_end(&mut buf).expect("stdin");
+                        reply(FrameKind::Done, n.to_string().as_bytes()).expect("reply")
+                    }
                     "fail" => reply(FrameKind::Failed, arg.as_bytes()).expect("reply"),
                     "sleep" => {
                         std::thread::sleep(Duration::from_millis(arg.parse().unwrap_or(10)));
@@ -254,6 +270,53 @@ fn terminate_kills_busy_workers_promptly() {
     while let Ok(Some(event)) = pool.next_event(Some(Duration::from_secs(1))) {
         assert!(matches!(event, Event::Ready { .. }), "{event:?}");
     }
+}
+
+/// The one answer to `command` from a fresh one-worker pool started with `spec`.
+fn ask(spec: &WorkerCommand, command: &str) -> String {
+    let pool = ProcessPool::start(1, spec, b"init").unwrap();
+    pool.submit(command.as_bytes().to_vec()).unwrap();
+    match results(&pool, 1).pop() {
+        Some(Event::Done { payload, .. }) => String::from_utf8(payload).unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn workers_start_in_the_given_folder_with_the_given_environment() {
+    let folder = std::env::temp_dir().canonicalize().unwrap();
+    let mut spec = command();
+    spec.cwd = Some(folder.clone());
+    spec.env
+        .push(("JOBLIB_CORE_TEST_VALUE".into(), "a=b c".into()));
+    assert_eq!(ask(&spec, "cwd"), folder.to_string_lossy());
+    assert_eq!(ask(&spec, "env:JOBLIB_CORE_TEST_VALUE"), "a=b c");
+    // Inherited from this process, and the parent's pid for the parent-death signal.
+    assert_eq!(
+        ask(&spec, "env:PATH"),
+        std::env::var("PATH").unwrap_or("<unset>".into())
+    );
+    assert_eq!(
+        ask(&spec, &format!("env:{PARENT_PID_ENV}")),
+        std::process::id().to_string()
+    );
+    // Standard input is /dev/null: reading it ends at once.
+    assert_eq!(ask(&spec, "stdin"), "0");
+}
+
+#[test]
+fn a_missing_program_is_an_io_error_naming_the_cause() {
+    let mut spec = command();
+    spec.program = "/nonexistent/joblib-rs-python".into();
+    match ProcessPool::start(1, &spec, b"init") {
+        Err(PoolError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    spec.program = "py\0thon".into();
+    assert!(matches!(
+        ProcessPool::start(1, &spec, b"init"),
+        Err(PoolError::Io(_))
+    ));
 }
 
 #[test]
