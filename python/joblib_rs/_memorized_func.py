@@ -40,7 +40,7 @@ from joblib_rs._func_inspect import (
 )
 from joblib_rs._memory_location import _build_func_identifier, _store_backend_factory
 from joblib_rs._memory_results import MemorizedResult
-from joblib_rs._store_backends import FileSystemStoreBackend
+from joblib_rs._store_backends import FileSystemStoreBackend, reader_mapping
 from joblib_rs.logger import Logger
 
 __all__ = ["AsyncMemorizedFunc", "MemorizedFunc"]
@@ -182,7 +182,7 @@ class MemorizedFunc(Logger, CodeCheck):
                 self._entry_prefix,
                 *layout,
                 self.mmap_mode is not None,
-                self.mmap_mode is not None,
+                *reader_mapping(self.mmap_mode),
             )
         except TypeError:
             # An ignore list that is not made of strings: the general path reports it.

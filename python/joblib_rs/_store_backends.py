@@ -5,9 +5,11 @@ _store_base`, re-exported here at joblib's import path) over ``joblib_rs._core``
 published atomically, a per-entry lock lets one process compute a missing result while the
 others wait. The layout is specified in ``docs/store.md``. Data flow::
 
-    hit:   MemorizedFunc ─► _core.CallPlan.fetch (bind, hash, read, verify, decode: one call)
-             └ output too big, or mmap_mode ─► _load_by_path ─► numpy_pickle.load
-                 mapped: payload checksums read once per file version (_load_mapped)
+    hit:   MemorizedFunc ─► _core.CallPlan.fetch (bind, hash, read, verify, decode: one call,
+           one open of output.jrs): small outputs read in memory; bigger ones read in place
+           from the same descriptor, and with mmap_mode mapped from it (_loading.load_opened;
+           mapped payloads' checksums read once per file version, in the Rust reader)
+             └ not a container (a registered compressor's stream) ─► _load_by_path
     miss:  lock_item (_core.store_lock) ─► compute ─► commit_item (_core.Staging: output and
            metadata written aside, published by one rename)
     limits: reduce_store ─► _core.store_reduce_size (parallel walk, LRU selection, removal)
@@ -19,13 +21,12 @@ import datetime
 import json
 import os
 import pickle
-import time
 import warnings
 from collections.abc import Callable
 from pickle import PicklingError
 from typing import Any
 
-from joblib_rs import _core, numpy_pickle
+from joblib_rs import _core, _loading, numpy_pickle
 from joblib_rs._store_base import (
     DEFAULT_LOCK_TIMEOUT,
     CacheItemInfo,
@@ -55,16 +56,10 @@ __all__ = [
 ]
 
 #: Outputs up to this size are read by the store in one call and unpickled from memory;
-#: bigger ones are loaded from their path (their arrays read in place or memory-mapped).
+#: bigger ones are read in place from the open file (their arrays filled or memory-mapped).
 _READ_LIMIT = 1 << 20
-#: Mapped entries remembered as verified, per store object, before the memory is reset.
-_MAX_VERIFIED = 4096
-#: A file modified less than this long ago (ns) may change again without its modification
-#: time changing (the kernel's file clock ticks every 1 to 10 ms): see ``_settled``.
-_RACY_NS = 50_000_000
-#: A modification time on a whole second may come from a file system with a coarse clock
-#: (1 s; FAT: 2 s): such a file is settled only once older than this (ns).
-_COARSE_RACY_NS = 2_100_000_000
+#: The ``mmap_mode`` values the reader maps itself.
+_MAP_MODES = ("r", "r+", "w+", "c")
 #: Staging folders older than this are leftovers of killed processes (seconds).
 _STALE_TEMP_AGE = 3600.0
 
@@ -80,7 +75,12 @@ class _ProcessReader:
 
     def __init__(self) -> None:
         self.core = _core.EntryReader(
-            pickle.loads, _load_from_bytes, numpy_pickle._ENSURE_NATIVE, _READ_LIMIT
+            pickle.loads,
+            _load_from_bytes,
+            _loading.ENSURE_NATIVE,
+            _READ_LIMIT,
+            _loading.alloc,
+            _loading.load_opened,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -89,13 +89,11 @@ class _ProcessReader:
     __hash__ = object.__hash__
 
 
-def _settled(st: os.stat_result) -> bool:
-    """Whether a file is old enough that any later change to it changes its modification
-    time: a change in the same tick of the file system's clock as the last write would not
-    (git's "racy clean" rule). Until then a mapped entry is verified on every hit."""
-    age = time.time_ns() - st.st_mtime_ns
-    coarse = st.st_mtime_ns % 1_000_000_000 == 0
-    return age > (_COARSE_RACY_NS if coarse else _RACY_NS)
+def reader_mapping(mmap_mode: str | None) -> tuple[bool, str | None]:
+    """``(mapped, mmap_mode)`` for the reader: a mode numpy does not know is left to the
+    load by path, which reports it as ``load`` does."""
+    mode = mmap_mode if mmap_mode in _MAP_MODES else None
+    return mmap_mode is not None, mode
 
 
 def reduce_store(
@@ -198,13 +196,11 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         self.fsync = bool(options.get("fsync", False))
         self.verbose = verbose
         self._reader = _ProcessReader()
-        self._mapped_ok: dict[str, tuple[int, ...]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Which entries this process verified means nothing to another process.
         state = self.__dict__.copy()
         state["_reader"] = None
-        state["_mapped_ok"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -215,22 +211,6 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
     def reader(self) -> _core.EntryReader:
         """The Rust reader of this store's entries (see ``crates/joblib-py/src/store_hit.rs``)."""
         return self._reader.core
-
-    def _load_mapped(self, path: str, mmap_mode: str) -> Any:
-        """Load ``path`` with its arrays memory-mapped. The first time in this process (and
-        whenever the file's identity, size or modification time changed since), the mapped
-        payloads are also read once to verify their checksums; later hits only ``stat``."""
-        st = os.stat(path)
-        token = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        mapped_ok = self.__dict__.setdefault("_mapped_ok", {})
-        if mapped_ok.get(path) == token:
-            return numpy_pickle.load(path, mmap_mode=mmap_mode)
-        output = numpy_pickle._load_mapped_verified(path, mmap_mode)
-        if _settled(st):
-            if len(mapped_ok) >= _MAX_VERIFIED:
-                mapped_ok.clear()
-            mapped_ok[path] = token
-        return output
 
     def create_location(self, location: str) -> None:
         """Create a folder (and its parents)."""
@@ -301,7 +281,8 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
         error (``CorruptFileError``...) if it is damaged."""
         full_path = os.path.join(self.location, *call_id)
         _print_loading(call_id, full_path, verbose, timestamp, metadata)
-        hit = self._reader.core.fetch(full_path, self.mmap_mode is not None, True)
+        mapped, mode = reader_mapping(self.mmap_mode)
+        hit = self._reader.core.fetch(full_path, mapped, True, mode)
         if hit.found:
             return hit.value
         if hit.size is None:
@@ -318,24 +299,24 @@ class FileSystemStoreBackend(StoreBackendBase, StoreBackendMixin):
     # -- joblib-rs hooks ---------------------------------------------------------------------
 
     def _load_by_path(self, entry: str, mmap_mode: str | None) -> Any:
-        """Load an output too big to read in memory, or memory-mapped."""
+        """Load an output the reader left to load by path: one that is not a container (a
+        registered compressor's stream: nothing in it is mapped or checksummed)."""
         path = os.path.join(entry, self._output_name)
-        if mmap_mode is None:
-            return numpy_pickle.load(path)
-        return self._load_mapped(path, mmap_mode)
+        return numpy_pickle.load(path, mmap_mode=mmap_mode)
 
     def fetch_item(self, call_id: Any, mmap_mode: str | None) -> tuple[bool, Any]:
         """See :meth:`fetch_entry`."""
         return self.fetch_entry(os.path.join(self.location, *call_id), mmap_mode)
 
     def fetch_entry(self, entry: str, mmap_mode: str | None) -> tuple[bool, Any]:
-        """Load the entry folder ``entry`` in one call into the Rust reader (``open`` and one
-        ``read``; a load by path for big or memory-mapped outputs). The first hit of an entry
-        in this process, then one per second at most, also checks that the entry is whole
-        and refreshes its access time for LRU. Damage warns with :class:`CacheWarning` and
-        counts as a miss."""
+        """Load the entry folder ``entry`` in one call into the Rust reader, which opens its
+        output once (small: one ``read``; bigger: read in place; ``mmap_mode``: mapped from
+        that open file). The first hit of an entry in this process, then one per second at
+        most, also checks that the entry is whole and refreshes its access time for LRU.
+        Damage warns with :class:`CacheWarning` and counts as a miss."""
+        mapped, mode = reader_mapping(mmap_mode)
         return self.finish_fetch(
-            entry, self._reader.core.fetch(entry, mmap_mode is not None), mmap_mode
+            entry, self._reader.core.fetch(entry, mapped, False, mode), mmap_mode
         )
 
     def finish_fetch(

@@ -12,6 +12,8 @@ import gzip
 import lzma
 from typing import IO, Any
 
+from joblib_rs import _core
+
 __all__ = ["CompressorWrapper", "register_compressor"]
 
 #: Codec used for ``compress=True`` and ``compress=<int>`` (joblib uses zlib; zstd is several
@@ -90,14 +92,23 @@ def _xz(fileobj: IO[bytes], mode: str, compresslevel: int | None = None) -> IO[b
     return lzma.LZMAFile(fileobj, mode, format=lzma.FORMAT_XZ)
 
 
+#: Python file objects of the native codecs that the standard library also has (tools that
+#: want a file object; joblib-rs itself compresses in the core).
+_STDLIB_FILES: dict[str, Any] = {
+    "gzip": gzip.GzipFile,
+    "bz2": bz2.BZ2File,
+    "lzma": _lzma_alone,
+    "xz": _xz,
+}
+
+#: Every compressor by name: the core's codecs first (their magic bytes and extensions are
+#: defined once, in Rust: ``joblib_core::codec``), then those added by
+#: :func:`register_compressor`.
 _COMPRESSORS: dict[str, CompressorWrapper] = {
-    "zlib": NativeCompressorWrapper("zlib", None, b"x", ".z"),
-    "gzip": NativeCompressorWrapper("gzip", gzip.GzipFile, b"\x1f\x8b", ".gz"),
-    "bz2": NativeCompressorWrapper("bz2", bz2.BZ2File, b"BZh", ".bz2"),
-    "lzma": NativeCompressorWrapper("lzma", _lzma_alone, b"]\x00\x00", ".lzma"),
-    "xz": NativeCompressorWrapper("xz", _xz, b"\xfd7zXZ", ".xz"),
-    "lz4": NativeCompressorWrapper("lz4", None, b"\x04\x22\x4d\x18", ".lz4"),
-    "zstd": NativeCompressorWrapper("zstd", None, b"\x28\xb5\x2f\xfd", ".zst"),
+    name: NativeCompressorWrapper(
+        name, _STDLIB_FILES.get(name), _core.CODEC_MAGIC[name], _core.CODEC_EXTENSIONS[name]
+    )
+    for name in _core.CODECS
 }
 
 

@@ -9,19 +9,15 @@ compresses and checks it without the GIL. :func:`load` also reads files written 
 
 from __future__ import annotations
 
-import contextvars
-import gc
 import io
-import mmap
 import os
 import pickle
-import stat
 import sys
 import warnings
 from collections.abc import Iterable
 from typing import IO, Any, Protocol
 
-from joblib_rs import _core, _restricted
+from joblib_rs import _core, _loading, _restricted
 from joblib_rs.compressor import (
     _COMPRESSORS,
     DEFAULT_CODEC,
@@ -36,18 +32,33 @@ __all__ = ["CorruptFileError", "dump", "load", "register_compressor"]
 #: :class:`pickle.UnpicklingError` and :class:`ValueError`.
 CorruptFileError: type[Exception] = _core.CorruptFileError
 
+# The reading path lives in joblib_rs._loading; its helpers keep their old names here
+# (private, but other modules and tools import them from numpy_pickle).
+_BUFFER_FRAME = _loading.BUFFER_FRAME
+_CONTAINER_MAGIC = _loading.CONTAINER_MAGIC
+_ENSURE_NATIVE = _loading.ENSURE_NATIVE
+_GC_PAUSE_MIN = _loading.GC_PAUSE_MIN
+_MAX_STREAM_RATIO = _loading.MAX_STREAM_RATIO
+_PICKLE_FRAME = _loading.PICKLE_FRAME
+_PICKLE_STARTS = _loading.PICKLE_STARTS
+_alloc = _loading.alloc
+_decompress_whole = _loading.decompress_whole
+_detect = _loading.detect_format
+_load_bytes = _loading.load_bytes
+_load_fileobj = _loading.load_fileobj
+_load_container_frames = _loading.load_frames
+_load_mapped_verified = _loading.load_mapped_verified
+_load_path = _loading.load_path
+_seekable = _loading.seekable
+_size_from = _loading.size_from
+_unpickle = _loading.unpickle
+_warn_compressed_mmap = _loading.warn_compressed_mmap
+
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
 #: Arrays smaller than this stay inside a compressed pickle (per-frame overhead would
 #: dominate); uncompressed files send every non-empty array out of band so all of them can be
 #: memory-mapped, as joblib does.
 _OOB_MIN_COMPRESSED = 4096
-
-_CONTAINER_MAGIC: bytes = _core.CONTAINER_MAGIC
-#: Frame kinds of the container, as ``_core.read_*`` report them (defined in Rust).
-_BUFFER_FRAME: int = _core.CONTAINER_FRAME_KINDS["buffer"]
-_PICKLE_FRAME: int = _core.CONTAINER_FRAME_KINDS["pickle"]
-#: Pickles above this size are unpickled with the cyclic garbage collector paused.
-_GC_PAUSE_MIN = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,12 +85,6 @@ def _rebuild_array(buf: Any, dtype: Any, shape: tuple[int, ...], order: str) -> 
     if _ENSURE_NATIVE.get() and not arr.dtype.isnative and arr.dtype.byteorder != "|":
         arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
     return arr
-
-
-#: Whether arrays being rebuilt by the current ``load`` are converted to native byte order.
-_ENSURE_NATIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "joblib_rs_ensure_native", default=False
-)
 
 
 class _Pickler(pickle.Pickler):
@@ -363,134 +368,6 @@ def _dump_through(
 # load
 
 
-def _alloc(n: int) -> Any:
-    np = sys.modules.get("numpy")
-    if np is None:
-        try:
-            import numpy as np
-        except ImportError:
-            return bytearray(n)
-    return np.empty(n, dtype=np.uint8)
-
-
-def _unpickle(data: Any, buffers: list[Any], policy: _restricted.Rules | None) -> Any:
-    # Unpickling a big pickle allocates many containers and nothing cyclic becomes garbage
-    # meanwhile: pausing the cyclic collector avoids repeated scans of the growing graph.
-    # Small pickles (the common cache hit) leave the collector alone.
-    paused = len(data) > _GC_PAUSE_MIN and gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        if policy is None:
-            return pickle.loads(data, buffers=buffers)
-        return _restricted.unpickle(data, _restricted.Loader(policy), buffers)[0]
-    finally:
-        if paused:
-            gc.enable()
-
-
-def _load_container_frames(
-    frames: list[tuple[int, str, int, int, bool, Any]],
-    filename: str | None,
-    mmap_mode: str | None,
-    policy: _restricted.Rules | None,
-) -> Any:
-    buffers: list[Any] = []
-    pickle_data = None
-    mapped_mode = "r+" if mmap_mode == "w+" else mmap_mode
-    for kind, _codec, raw_len, offset, _verified, obj in frames:
-        if kind == _PICKLE_FRAME:
-            pickle_data = obj
-        elif obj is None:
-            import numpy as np
-
-            if raw_len == 0:
-                buffers.append(np.empty(0, dtype=np.uint8))
-            else:
-                buffers.append(
-                    np.memmap(
-                        filename, dtype=np.uint8, mode=mapped_mode, offset=offset, shape=(raw_len,)
-                    )
-                )
-        else:
-            buffers.append(obj)
-    if pickle_data is None:
-        raise CorruptFileError("file is damaged: no pickle frame")
-    return _unpickle(pickle_data, buffers, policy)
-
-
-def _detect(prefix: bytes) -> str:
-    """'container', a compressor name, or 'pickle'."""
-    if prefix.startswith(_CONTAINER_MAGIC):
-        return "container"
-    for name, comp in _COMPRESSORS.items():
-        if comp.prefix and prefix.startswith(comp.prefix):
-            return name
-    return "pickle"
-
-
-def _warn_compressed_mmap(mmap_mode: str | None, filename: str) -> None:
-    if mmap_mode is not None:
-        warnings.warn(
-            f'mmap_mode "{mmap_mode}" is not compatible with compressed file {filename}. '
-            f'"{mmap_mode}" flag will be ignored.',
-            stacklevel=4,
-        )
-
-
-#: A registered (Python) compressor's stream may decode to at most this many times its size:
-#: the largest ratio of the built-in codecs (bzip2's, see ``docs/format.md``).
-_MAX_STREAM_RATIO = 1 << 21
-#: Opcodes that can start a pickle: PROTO (protocol 2+), or the first opcodes of protocol 0/1.
-_PICKLE_STARTS = b"\x80()]}cNIJKLMFGSTUVX"
-
-
-def _decompress_whole(name: str, data: Any) -> bytes | bytearray:
-    """Decode a whole-file compressed stream. Its first bytes must start a container or a
-    pickle, checked before the rest is decoded, and its output is capped by what the codec
-    can produce from ``len(data)`` bytes: anything else is a :class:`CorruptFileError`."""
-    comp = _COMPRESSORS[name]
-    if isinstance(comp, NativeCompressorWrapper):
-        return _core.decompress_stream(name, data)
-    cap = len(data) * _MAX_STREAM_RATIO
-    with comp.decompressor_file(io.BytesIO(data)) as f:
-        head = f.read(len(_CONTAINER_MAGIC))
-        if not head.startswith(_CONTAINER_MAGIC) and (not head or head[:1] not in _PICKLE_STARTS):
-            raise CorruptFileError(
-                f"not a joblib-rs or joblib file: the {name} stream decodes to {head!r}..."
-            )
-        pieces = [head]
-        size = len(head)
-        while piece := f.read(1 << 20):
-            size += len(piece)
-            if size > cap:
-                raise CorruptFileError(
-                    f"file is damaged: the {name} stream of {len(data)} bytes decodes to more "
-                    f"than {cap} bytes"
-                )
-            pieces.append(piece)
-    return b"".join(pieces)
-
-
-def _load_bytes(
-    data: bytes, name: str, policy: _restricted.Rules | None, ensure_native: bool, depth: int = 0
-) -> Any:
-    kind = _detect(data[:16])
-    if kind == "container":
-        frames = _core.read_bytes(data, _alloc)
-        return _load_container_frames(frames, None, None, policy)
-    if kind == "pickle":
-        from joblib_rs import _compat
-
-        if isinstance(data, bytearray):  # decoded by _decompress_whole: ours alone
-            return _compat.load_joblib_buffer(data, name, ensure_native, policy)
-        return _compat.load_joblib_pickle(io.BytesIO(data), name, None, ensure_native, policy)
-    if depth > 0:
-        raise CorruptFileError(f"file {name!r} is compressed twice; refusing to decompress")
-    inner = _decompress_whole(kind, data)
-    return _load_bytes(inner, name, policy, ensure_native, depth + 1)
-
-
 def load(
     filename: str | os.PathLike[str] | ReadableFile,
     mmap_mode: str | None = None,
@@ -585,8 +462,7 @@ def load(
                 prefix = fobj.read(len(_CONTAINER_MAGIC))
             if prefix == _CONTAINER_MAGIC:
                 # Streamed into the final buffers; the object is left just after the file.
-                frames = _core.read_fileobj(fobj, prefix, _alloc, _size_from(fobj, prefix))
-                return _load_container_frames(frames, None, None, policy)
+                return _load_fileobj(fobj, prefix, policy)
             data = prefix + fobj.read()
             return _load_bytes(data, str(name), policy, ensure_native)
         if not isinstance(filename, str):
@@ -597,74 +473,6 @@ def load(
         return _load_path(filename, mmap_mode, policy, ensure_native)
     finally:
         _ENSURE_NATIVE.reset(token)
-
-
-def _load_mapped_verified(filename: str, mmap_mode: str) -> Any:
-    """``load(filename, mmap_mode=mmap_mode)`` that also reads every mapped payload once to
-    check its checksum (``CorruptFileError`` on a mismatch): a memory-mapped cache hit never
-    returns bytes other than those stored."""
-    token = _ENSURE_NATIVE.set(False)
-    try:
-        return _load_path(filename, mmap_mode, None, False, verify_mapped=True)
-    finally:
-        _ENSURE_NATIVE.reset(token)
-
-
-def _size_from(fobj: Any, prefix: bytes) -> int | None:
-    """Bytes a plain file object over a regular file holds from ``prefix`` on (lengths read
-    from it are checked against that before allocating); None for other objects."""
-    if not isinstance(getattr(fobj, "raw", fobj), io.FileIO):
-        return None
-    try:
-        st = os.fstat(fobj.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return max(0, st.st_size - (fobj.tell() - len(prefix)))
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _seekable(fobj: Any) -> bool:
-    try:
-        return bool(fobj.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _load_path(
-    filename: str,
-    mmap_mode: str | None,
-    policy: _restricted.Rules | None,
-    ensure_native: bool,
-    verify_mapped: bool = False,
-) -> Any:
-    with open(filename, "rb") as f:
-        prefix = f.read(16)
-        kind = _detect(prefix)
-        if kind == "pickle":
-            from joblib_rs import _compat
-
-            f.seek(0)
-            return _compat.load_joblib_pickle(f, filename, mmap_mode, ensure_native, policy)
-        if kind != "container":
-            _warn_compressed_mmap(mmap_mode, filename)
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                inner = _decompress_whole(kind, mapped)
-            return _load_bytes(inner, filename, policy, ensure_native, depth=1)
-    frames = _core.read_path(
-        filename, _alloc, skip_buffers=mmap_mode is not None, verify_skipped=verify_mapped
-    )
-    if mmap_mode is not None and any(k == _BUFFER_FRAME and c != "none" for k, c, *_ in frames):
-        _warn_compressed_mmap(mmap_mode, filename)
-    if mmap_mode in ("r+", "w+"):
-        # Writes through the map would invalidate the payload checksums: flag those frames
-        # so later loads skip them (docs/format.md, "mutable frames").
-        mapped = [
-            (off, n) for k, _c, n, off, _v, obj in frames if k == _BUFFER_FRAME and obj is None
-        ]
-        if mapped:
-            _core.mark_mutable(filename, mapped)
-    return _load_container_frames(frames, filename, mmap_mode, policy)
 
 
 # joblib's pickler classes and format helpers (importpaths: _joblib_pickle.py and friends).

@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod frames;
 mod hash;
 mod joblib_stream;
 mod persist;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     store::register(m)?;
     store_hit::register(m)?;
     persist::register(m)?;
+    frames::register(m)?;
     unpickle::register(m)?;
     remote::register(m)?;
     tasks::register(m)?;

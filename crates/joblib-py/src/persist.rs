@@ -4,7 +4,7 @@
 //! ```text
 //!  dump: pickle bytes + PickleBuffer.raw() views ─► write_path / write_fileobj ─► file
 //!  load: file path / bytes ─► read_path / read_bytes ─► alloc(n) gives each destination buffer
-//!        (a numpy uint8 array), filled in place without the GIL ─► [(kind, offset, obj)]
+//!        (a numpy uint8 array), filled in place without the GIL ─► [Frame] (frames.rs)
 //!  inspect: file path ─► inspect_path ─► every frame verified and discarded ─► dict
 //! ```
 //! Every long operation runs inside `py.detach`; the Python objects whose memory Rust reads
@@ -15,20 +15,19 @@ use std::io::{self, Cursor, Write};
 use std::path::PathBuf;
 
 use joblib_core::codec::{self, Codec};
-use joblib_core::format::{
-    self, Dest, FormatError, FrameHead, FrameInfo, FrameKind, Sink, WriteOptions,
-};
+use joblib_core::format::{self, FormatError, FrameInfo, FrameKind, WriteOptions};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict};
 
 use crate::errors::{format_error, io_error};
+use crate::frames::{Frame, FrameReport, PySink};
 
-/// A read-only byte region of a Python buffer, as plain numbers so it can cross `detach`.
+/// A byte region of a Python buffer, as plain numbers so it can cross `detach`.
 #[derive(Clone, Copy)]
-struct Region {
-    ptr: usize,
-    len: usize,
+pub(crate) struct Region {
+    pub(crate) ptr: usize,
+    pub(crate) len: usize,
 }
 
 impl Region {
@@ -179,92 +178,14 @@ pub fn write_fileobj(
     })
 }
 
-/// Allocates each frame's destination by calling Python `alloc(nbytes)`; keeps the objects.
-struct PySink {
-    alloc: Py<PyAny>,
-    skip_buffers: bool,
-    /// With `skip_buffers`: still read the skipped payloads to check their checksums (a
-    /// memory-mapped cache hit), without keeping them.
-    verify_skipped: bool,
-    objects: Vec<Option<Py<PyAny>>>,
-    error: Option<PyErr>,
-}
-
-impl Sink for PySink {
-    fn frame(&mut self, head: &FrameHead) -> Result<Dest<'_>, FormatError> {
-        if self.skip_buffers && head.kind == FrameKind::Buffer && head.codec == Codec::None {
-            self.objects.push(None);
-            return Ok(if self.verify_skipped {
-                Dest::Verify
-            } else {
-                Dest::Skip
-            });
-        }
-        let raw_len = usize::try_from(head.raw_len)
-            .map_err(|_| FormatError::Sink(format!("frame of {} bytes", head.raw_len)))?;
-        let made = Python::attach(|py| -> PyResult<(Py<PyAny>, Region, bool)> {
-            let obj = self.alloc.bind(py).call1((raw_len,))?;
-            let buf = PyUntypedBuffer::get(&obj)?;
-            let ok = !buf.readonly() && buf.is_c_contiguous() && buf.len_bytes() == raw_len;
-            let region = Region {
-                ptr: buf.buf_ptr() as usize,
-                len: buf.len_bytes(),
-            };
-            drop(buf);
-            Ok((obj.unbind(), region, ok))
-        });
-        let (obj, region, ok) = match made {
-            Ok(v) => v,
-            Err(e) => {
-                let msg = e.to_string();
-                self.error = Some(e);
-                return Err(FormatError::Sink(msg));
-            }
-        };
-        if !ok {
-            return Err(FormatError::Sink(
-                "alloc() must return a writable contiguous buffer of the asked size".into(),
-            ));
-        }
-        self.objects.push(Some(obj));
-        if region.len == 0 {
-            return Ok(Dest::Fill(&mut []));
-        }
-        // SAFETY: the object owning this memory was just created by `alloc` (a fresh numpy
-        // array or bytearray nobody else references) and is kept in `self.objects` for the
-        // whole read, so the memory stays valid and is written by nobody else.
-        let slice = unsafe { std::slice::from_raw_parts_mut(region.ptr as *mut u8, region.len) };
-        Ok(Dest::Fill(slice))
-    }
-}
-
-type FrameTuple = (u8, String, u64, u64, bool, Option<Py<PyAny>>);
-
-fn frames_out(infos: Vec<FrameInfo>, objects: Vec<Option<Py<PyAny>>>) -> Vec<FrameTuple> {
-    infos
-        .into_iter()
-        .zip(objects)
-        .map(|(f, obj)| {
-            (
-                f.head.kind as u8,
-                f.head.codec.name().to_owned(),
-                f.head.raw_len,
-                f.head.payload_offset,
-                f.verified,
-                obj,
-            )
-        })
-        .collect()
-}
-
 fn finish_read(
     res: Result<Vec<FrameInfo>, FormatError>,
-    sink: PySink,
+    mut sink: PySink,
     path: Option<&PathBuf>,
-) -> PyResult<Vec<FrameTuple>> {
+) -> PyResult<Vec<Frame>> {
     match res {
-        Ok(infos) => Ok(frames_out(infos, sink.objects)),
-        Err(e) => Err(match (sink.error, e) {
+        Ok(infos) => Ok(sink.frames(infos)),
+        Err(e) => Err(match (sink.error.take(), e) {
             (Some(pyerr), _) => pyerr,
             (None, FormatError::Io(err)) => match path {
                 Some(p) => io_error(err, p),
@@ -275,10 +196,10 @@ fn finish_read(
     }
 }
 
-/// Read a container file. For each buffer then the pickle frame, returns
-/// `(kind, codec, raw_len, payload_offset, verified, obj)`; `obj` is `alloc(raw_len)` filled
-/// with the payload, or `None` for uncompressed buffers skipped under `skip_buffers`
-/// (whose checksums are still verified, reading them once, with `verify_skipped`).
+/// Read a container file. Returns a [`Frame`] for each buffer then the pickle frame; its
+/// `data` is `alloc(raw_len)` filled with the payload, or `None` for uncompressed buffers
+/// skipped under `skip_buffers` (whose checksums are still verified, reading them once, with
+/// `verify_skipped`).
 #[pyfunction]
 #[pyo3(signature = (path, alloc, skip_buffers=false, verify_skipped=false))]
 pub fn read_path(
@@ -287,14 +208,8 @@ pub fn read_path(
     alloc: Py<PyAny>,
     skip_buffers: bool,
     verify_skipped: bool,
-) -> PyResult<Vec<FrameTuple>> {
-    let mut sink = PySink {
-        alloc,
-        skip_buffers,
-        verify_skipped,
-        objects: Vec::new(),
-        error: None,
-    };
+) -> PyResult<Vec<Frame>> {
+    let mut sink = PySink::new(alloc, skip_buffers, verify_skipped);
     let res = py.detach(|| {
         let mut file = File::open(&path)?;
         format::read_container(&mut file, &mut sink)
@@ -309,15 +224,9 @@ pub fn read_bytes(
     py: Python<'_>,
     data: Bound<'_, PyAny>,
     alloc: Py<PyAny>,
-) -> PyResult<Vec<FrameTuple>> {
+) -> PyResult<Vec<Frame>> {
     let (held, region) = contiguous(&data)?;
-    let mut sink = PySink {
-        alloc,
-        skip_buffers: false,
-        verify_skipped: false,
-        objects: Vec::new(),
-        error: None,
-    };
+    let mut sink = PySink::new(alloc, false, false);
     let res = py.detach(|| {
         // SAFETY: `held` keeps the export alive until after this closure.
         let bytes = unsafe { region.slice() };
@@ -383,14 +292,8 @@ pub fn read_fileobj(
     prefix: Vec<u8>,
     alloc: Py<PyAny>,
     size: Option<u64>,
-) -> PyResult<Vec<FrameTuple>> {
-    let mut sink = PySink {
-        alloc,
-        skip_buffers: false,
-        verify_skipped: false,
-        objects: Vec::new(),
-        error: None,
-    };
+) -> PyResult<Vec<Frame>> {
+    let mut sink = PySink::new(alloc, false, false);
     let mut source = PyFileSource {
         file: fileobj,
         prefix,
@@ -538,9 +441,8 @@ pub fn compress_stream<'py>(
 
 /// Verify the container at `path` without loading it: every structure and payload checksum,
 /// every compressed chunk decoded (without the GIL, memory bounded). Returns
-/// `{"version": (major, minor), "file_size": n, "frames": [(index, kind, codec, raw_len,
-/// stored_len, checksum, offset), ...]}` (buffer frames then the pickle frame; `offset` of the
-/// frame header, `checksum` the recorded xxh3-64). Damage raises `CorruptFileError`.
+/// `{"version": (major, minor), "file_size": n, "frames": [FrameReport, ...]}` (buffer
+/// frames then the pickle frame). Damage raises `CorruptFileError`.
 #[pyfunction]
 pub fn inspect_path<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let res = py.detach(|| {
@@ -551,21 +453,7 @@ pub fn inspect_path<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, 
         FormatError::Io(err) => io_error(err, &path),
         other => format_error(other),
     })?;
-    let frames: Vec<(u32, &str, &str, u64, u64, u64, u64)> = found
-        .frames
-        .iter()
-        .map(|f| {
-            (
-                f.head.index,
-                f.head.kind.name(),
-                f.head.codec.name(),
-                f.head.raw_len,
-                f.stored_len,
-                f.checksum,
-                f.head.payload_offset - format::BLOCK as u64,
-            )
-        })
-        .collect();
+    let frames: Vec<FrameReport> = found.frames.iter().map(FrameReport::from).collect();
     let out = PyDict::new(py);
     out.set_item("version", found.version)?;
     out.set_item("file_size", found.file_len)?;
@@ -614,6 +502,16 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         kinds.set_item(kind.name(), kind as u8)?;
     }
     m.add("CONTAINER_FRAME_KINDS", kinds)?;
+    // How whole-file streams of each codec start (`load` recognises them by it) and the
+    // file-name extension selecting it in `dump`: defined in `joblib_core::codec`.
+    let magic = PyDict::new(m.py());
+    let extensions = PyDict::new(m.py());
+    for codec in Codec::ALL.into_iter().filter(|&c| c != Codec::None) {
+        magic.set_item(codec.name(), PyBytes::new(m.py(), codec.stream_magic()))?;
+        extensions.set_item(codec.name(), codec.extension())?;
+    }
+    m.add("CODEC_MAGIC", magic)?;
+    m.add("CODEC_EXTENSIONS", extensions)?;
     m.add(
         "CorruptFileError",
         crate::errors::corrupt_file_error(m.py())?,

@@ -9,30 +9,40 @@
 //!      EntryReader.fetch(<function folder>/<args_id>)
 //!        kept: a verified pickle and its file version ─► stat(output.jrs): same version ─►
 //!              pickle.loads(kept bytes)                  (no open, no read)
-//!        read: store::read_entry_versioned (GIL released) ─ open, [fstat], read, close
+//!        read: store::read_entry_open (GIL released) ─ open, [fstat], read, close
 //!              (verify: whole entry + LRU access time, once a second per entry)
 //!        decode: container parsed, checksums checked ─► pickle.loads(pickle frame)
 //!                (outputs with out-of-band buffers, other formats: the Python loader)
 //!                ─► kept when small and its version settled (store::FileVersion)
+//!        in place: bigger outputs, or mmap_mode ─ the same open file: frames read into
+//!                  alloc'd arrays (mapped buffers: left in the file, their checksums read
+//!                  once per settled file version) ─► load_frames(frames, path, fd, mode)
+//!                  (Python: one map of that fd for every mapped buffer, unpickle)
 //!    ─► StoreHit(found, value | damage | size to load by path, args_id)
 //! ```
+//! Every hit opens `output.jrs` once: the small one reads it, the big or mapped one reads
+//! its frames from the same descriptor and maps it.
 //!
 //! The entry path is the function folder (decided in Python, sanitised there) joined with the
 //! hex digest, so a call never builds a path from anything but hex.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Cursor;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use joblib_core::format::{self, Dest, FormatError, FrameHead, FrameKind, Sink};
-use joblib_core::store::{self, FileVersion, Hit, TOUCH_INTERVAL_SECS};
-use pyo3::exceptions::PyException;
+use joblib_core::store::{self, EntryRead, FileVersion, Hit, ReadOptions, TOUCH_INTERVAL_SECS};
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::errors::{ToPyErr, format_error};
+use crate::errors::{ToPyErr, format_error, io_error};
+use crate::frames::{Frame, PySink};
 
 /// Entries remembered as verified per reader before the memory is reset.
 const MAX_VERIFIED: usize = 4096;
@@ -138,13 +148,66 @@ struct Memo {
 struct Memory {
     entries: HashMap<String, Memo>,
     kept_bytes: usize,
+    /// Entries whose mapped payloads were read and their checksums verified, with the
+    /// settled version of the output verified (`docs/memory.md`, "Integrity of hits").
+    mapped: HashMap<String, FileVersion>,
 }
+
+/// How a mapped hit maps the output (`mmap_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapMode {
+    /// `'r'`: read-only.
+    Read,
+    /// `'r+'`: writable, shared with the file.
+    Write,
+    /// `'w+'`: as `'r+'` for an existing file.
+    WritePlus,
+    /// `'c'`: copy on write.
+    Copy,
+}
+
+impl MapMode {
+    fn parse(mode: Option<&str>) -> PyResult<Option<Self>> {
+        Ok(match mode {
+            None => None,
+            Some("r") => Some(Self::Read),
+            Some("r+") => Some(Self::Write),
+            Some("w+") => Some(Self::WritePlus),
+            Some("c") => Some(Self::Copy),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "mmap_mode should be one of None, 'r+', 'r', 'w+', 'c', got {other:?}"
+                )));
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "r",
+            Self::Write => "r+",
+            Self::WritePlus => "w+",
+            Self::Copy => "c",
+        }
+    }
+
+    /// Maps writes go to the file: it is opened for writing and mapped frames are marked
+    /// mutable first (`docs/format.md`, "Mutable frames").
+    fn writable(self) -> bool {
+        matches!(self, Self::Write | Self::WritePlus)
+    }
+}
+
+/// Most mapped entries remembered as verified per reader before the memory is reset.
+const MAX_MAPPED: usize = 4096;
 
 /// Reads and decodes the entries of one local store. Remembers which entries it verified
 /// (whole entry, access time refreshed for LRU), so that it does so at most once a second
 /// each, and the verified pickle of small outputs with their file's version: while `stat`
 /// shows the same version, a hit decodes the kept bytes without opening the file
-/// (`store::FileVersion` says why that is sound).
+/// (`store::FileVersion` says why that is sound). Also remembers the file version at which
+/// each mapped output's payloads were read and their checksums verified: mapped hits of that
+/// version (seen by `fstat` on the file they opened) map the payloads without reading them.
 #[pyclass(frozen, module = "joblib_rs._core")]
 #[derive(Debug)]
 pub struct EntryReader {
@@ -154,8 +217,14 @@ pub struct EntryReader {
     fallback: Py<PyAny>,
     /// The `ContextVar` telling `_rebuild_array` to convert arrays to native byte order.
     ensure_native: Py<PyAny>,
-    /// Outputs up to this size are read in memory; bigger ones are left to load by path.
+    /// Outputs up to this size are read in memory; bigger ones are read in place.
     read_limit: u64,
+    /// `alloc(n)`: a writable buffer of `n` bytes for a frame read in place (a numpy array).
+    alloc: Option<Py<PyAny>>,
+    /// `load_frames(frames, path, fd, mmap_mode)`: the object of a container whose frames
+    /// were read in place from the open file `fd` (mapped buffers: `data` None). Without it
+    /// (or `alloc`), bigger and mapped outputs are left to load by path (`StoreHit.size`).
+    load_frames: Option<Py<PyAny>>,
     memory: Mutex<Memory>,
 }
 
@@ -228,19 +297,109 @@ impl EntryReader {
     }
 
     fn forget_entry(&self, entry: &str) {
-        if let Ok(mut memory) = self.memory.lock()
-            && let Some(old) = memory.entries.remove(entry)
-        {
-            memory.kept_bytes -= old.kept.map_or(0, |k| k.pickle_len());
+        if let Ok(mut memory) = self.memory.lock() {
+            memory.mapped.remove(entry);
+            if let Some(old) = memory.entries.remove(entry) {
+                memory.kept_bytes -= old.kept.map_or(0, |k| k.pickle_len());
+            }
         }
     }
 
-    /// Look up and decode `entry`; `mapped` leaves every found output to load by path.
+    /// Whether the mapped payloads of `entry` were verified at this `version` of its output.
+    fn mapped_verified(&self, entry: &str, version: Option<FileVersion>) -> bool {
+        let Some(version) = version else {
+            return false;
+        };
+        self.memory
+            .lock()
+            .is_ok_and(|m| m.mapped.get(entry) == Some(&version))
+    }
+
+    /// Remember that the mapped payloads of `entry` were verified at `version`, once that
+    /// version is settled (a younger file may still change without a new time stamp).
+    fn remember_mapped(&self, entry: &str, version: Option<FileVersion>) {
+        let Some(version) = version.filter(|v| v.settled(SystemTime::now())) else {
+            return;
+        };
+        if let Ok(mut memory) = self.memory.lock() {
+            if memory.mapped.len() >= MAX_MAPPED {
+                memory.mapped.clear();
+            }
+            memory.mapped.insert(entry.to_owned(), version);
+        }
+    }
+
+    /// Load a container output from its open `file` (one open per hit): frames read into
+    /// `alloc`'d buffers, or with `mode` uncompressed buffers left in the file (their
+    /// checksums read once per settled version), then `load_frames` builds the object,
+    /// mapping `file`. `Ok(None)`: not a container, or no in-place loader (load by path).
+    fn load_open(
+        &self,
+        py: Python<'_>,
+        entry: &str,
+        mut file: File,
+        version: Option<FileVersion>,
+        mode: Option<MapMode>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let (Some(alloc), Some(load_frames)) = (&self.alloc, &self.load_frames) else {
+            return Ok(None);
+        };
+        let output = Path::new(entry).join(store::OUTPUT);
+        let mut magic = [0u8; 8];
+        let head = py.detach(|| file.read_at(&mut magic, 0));
+        if !matches!(head, Ok(8)) || magic != format::MAGIC {
+            // Another format (a registered compressor's stream): the Python loader, by path.
+            return Ok(None);
+        }
+        let verify_mapped = mode.is_some() && !self.mapped_verified(entry, version);
+        let mut sink = PySink::new(alloc.clone_ref(py), mode.is_some(), verify_mapped);
+        let read = py.detach(|| format::read_container(&mut file, &mut sink));
+        let infos = match read {
+            Ok(infos) => infos,
+            Err(e) => {
+                return Err(match (sink.error.take(), e) {
+                    (Some(pyerr), _) => pyerr,
+                    (None, FormatError::Io(err)) => io_error(err, &output),
+                    (None, other) => format_error(other),
+                });
+            }
+        };
+        let frames = sink.frames(infos);
+        if mode.is_some_and(MapMode::writable) {
+            let regions: Vec<(u64, u64)> = frames
+                .iter()
+                .filter(|f| f.frame_kind() == FrameKind::Buffer && f.is_mapped())
+                .map(Frame::region)
+                .collect();
+            if !regions.is_empty() {
+                py.detach(|| format::mark_mutable(&mut file, &regions))
+                    .map_err(|e| match e {
+                        FormatError::Io(err) => io_error(err, &output),
+                        other => format_error(other),
+                    })?;
+            }
+        }
+        let value = load_frames.bind(py).call1((
+            frames,
+            output.to_string_lossy(),
+            file.as_raw_fd(),
+            mode.map(MapMode::name),
+        ))?;
+        drop(file);
+        if verify_mapped {
+            self.remember_mapped(entry, version);
+        }
+        Ok(Some(value.unbind()))
+    }
+
+    /// Look up and decode `entry`. `mapped`: arrays are memory-mapped with `mode` (without
+    /// a mode, every found output is left to load by path).
     fn lookup(
         &self,
         py: Python<'_>,
         entry: &str,
         mapped: bool,
+        mode: Option<MapMode>,
         strict: bool,
         args_id: Option<String>,
     ) -> PyResult<StoreHit> {
@@ -271,27 +430,48 @@ impl EntryReader {
             }
         }
         let verify = recall.verify;
-        let limit = if mapped { 0 } else { self.read_limit };
-        let read =
-            py.detach(|| store::read_entry_versioned(Path::new(entry), limit, verify, !mapped));
+        let opts = ReadOptions {
+            read_limit: if mapped { 0 } else { self.read_limit },
+            verify,
+            version: true,
+            write: mode.is_some_and(MapMode::writable),
+        };
+        let read = py.detach(|| store::read_entry_open(Path::new(entry), &opts));
         let mut kept = None;
         let outcome = match read {
             Err(e) => Err(e.to_py_err()),
-            Ok((Hit::Miss, _)) => Ok(None),
-            Ok((Hit::Damaged(reason), _)) => {
+            Ok(EntryRead { hit: Hit::Miss, .. }) => Ok(None),
+            Ok(EntryRead {
+                hit: Hit::Damaged(reason),
+                ..
+            }) => {
                 out.damage = Some(format!("ValueError: {reason}"));
                 Ok(None)
             }
-            Ok((Hit::Found { data: None, size }, _)) => {
-                out.size = Some(size);
-                Ok(None)
+            Ok(EntryRead {
+                hit: Hit::Found { data: None, size },
+                version,
+                file,
+            }) => {
+                let in_place = match file {
+                    Some(file) if !mapped || mode.is_some() => {
+                        self.load_open(py, entry, file, version, mode)
+                    }
+                    _ => Ok(None),
+                };
+                in_place.inspect(|value| {
+                    if value.is_none() {
+                        out.size = Some(size);
+                    }
+                })
             }
-            Ok((
-                Hit::Found {
+            Ok(EntryRead {
+                hit: Hit::Found {
                     data: Some(data), ..
                 },
                 version,
-            )) => self.decode(py, data).map(|(value, pickle)| {
+                ..
+            }) => self.decode(py, data).map(|(value, pickle)| {
                 let settled = version.filter(|v| v.settled(SystemTime::now()));
                 if let (Some(version), Some((pickle, rebuild, len))) = (settled, pickle) {
                     kept = Some(Kept {
@@ -397,30 +577,44 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[pymethods]
 impl EntryReader {
     #[new]
-    #[pyo3(signature = (loads, fallback, ensure_native, read_limit))]
+    #[pyo3(signature = (loads, fallback, ensure_native, read_limit, alloc = None, load_frames = None))]
     fn new(
         loads: Py<PyAny>,
         fallback: Py<PyAny>,
         ensure_native: Py<PyAny>,
         read_limit: u64,
+        alloc: Option<Py<PyAny>>,
+        load_frames: Option<Py<PyAny>>,
     ) -> Self {
         Self {
             loads,
             fallback,
             ensure_native,
             read_limit,
+            alloc,
+            load_frames,
             memory: Mutex::new(Memory::default()),
         }
     }
 
-    /// Look up the entry folder `entry`. A found output up to the read limit comes back
-    /// decoded; a bigger one (or any, with `mapped`) comes back as its `size`, for the caller
-    /// to load by path. The first hit of an entry, then one a second at most, also checks
-    /// that the entry is whole and refreshes its access time (LRU). An error reading or
-    /// decoding a present entry becomes `damage`, or is raised with `strict`.
-    #[pyo3(signature = (entry, mapped = false, strict = false))]
-    fn fetch(&self, py: Python<'_>, entry: &str, mapped: bool, strict: bool) -> PyResult<StoreHit> {
-        self.lookup(py, entry, mapped, strict, None)
+    /// Look up the entry folder `entry`. A found output comes back decoded: read in memory
+    /// up to the read limit, read in place from the same open file when bigger, and with
+    /// `mmap_mode` its arrays mapped from that file. With `mapped` and no `mmap_mode` (or a
+    /// reader without `load_frames`), outputs read in place come back as their `size`, for
+    /// the caller to load by path. The first hit of an entry, then one a second at most,
+    /// also checks that the entry is whole and refreshes its access time (LRU). An error
+    /// reading or decoding a present entry becomes `damage`, or is raised with `strict`.
+    #[pyo3(signature = (entry, mapped = false, strict = false, mmap_mode = None))]
+    fn fetch(
+        &self,
+        py: Python<'_>,
+        entry: &str,
+        mapped: bool,
+        strict: bool,
+        mmap_mode: Option<&str>,
+    ) -> PyResult<StoreHit> {
+        let mode = MapMode::parse(mmap_mode)?;
+        self.lookup(py, entry, mapped || mode.is_some(), mode, strict, None)
     }
 
     /// Forget that `entry` was verified (its load by path failed): the next hit verifies it.
@@ -455,6 +649,8 @@ pub struct CallPlan {
     opaque: bool,
     coerce_mmap: bool,
     mapped: bool,
+    /// How mapped hits map the output (`mmap_mode`); None with `mapped`: load by path.
+    mode: Option<MapMode>,
 }
 
 const STAR: &str = "*";
@@ -563,7 +759,7 @@ impl CallPlan {
     #[new]
     #[pyo3(signature = (
         reader, prefix, positional, kwonly, defaults, varargs, varkw, ignore, bound_self,
-        opaque, coerce_mmap, mapped
+        opaque, coerce_mmap, mapped, mmap_mode = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -579,8 +775,10 @@ impl CallPlan {
         opaque: bool,
         coerce_mmap: bool,
         mapped: bool,
-    ) -> Self {
-        Self {
+        mmap_mode: Option<&str>,
+    ) -> PyResult<Self> {
+        let mode = MapMode::parse(mmap_mode)?;
+        Ok(Self {
             reader,
             prefix,
             positional,
@@ -592,8 +790,9 @@ impl CallPlan {
             bound_self,
             opaque,
             coerce_mmap,
-            mapped,
-        }
+            mapped: mapped || mode.is_some(),
+            mode,
+        })
     }
 
     /// The dict hashed for a call (as `ArgBinder.bind`), or None if the call does not bind.
@@ -632,7 +831,7 @@ impl CallPlan {
         let entry = format!("{}{args_id}", self.prefix);
         self.reader
             .get()
-            .lookup(py, &entry, self.mapped, false, Some(args_id))
+            .lookup(py, &entry, self.mapped, self.mode, false, Some(args_id))
     }
 
     /// The folder of the function's entries, with a trailing separator.

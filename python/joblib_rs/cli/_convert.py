@@ -15,16 +15,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from joblib_rs import _core
+from joblib_rs._joblib_format import JOBLIB_CODECS
 from joblib_rs.cli._errors import EXIT_USAGE, CliError
 from joblib_rs.cli._format import format_size
 
 __all__ = ["parse_compress", "run_convert"]
 
-#: Codecs each output format can write.
-_CODECS = {
-    "jrs": ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"),
-    "joblib": ("zlib", "gzip", "bz2", "lzma", "xz", "lz4"),
-}
+#: Codecs each output format can write (the core's codec table; joblib's subset).
+_CODECS = {"jrs": tuple(_core.CODECS), "joblib": JOBLIB_CODECS}
 
 
 def parse_compress(text: str, to: str) -> Any:
@@ -65,7 +64,7 @@ def parse_compress(text: str, to: str) -> Any:
         )
     if not level_text:
         return name
-    max_level = 22 if name == "zstd" else 9
+    max_level = _core.CODEC_LEVELS[name][1][1]
     if not level_text.isdigit() or not 0 <= int(level_text) <= max_level:
         raise CliError(
             f"--compress: invalid level {level_text!r} for {name} (0-{max_level})", EXIT_USAGE
@@ -80,7 +79,7 @@ class _Input:
 
 
 def _describe_input(path: str) -> _Input:
-    from joblib_rs.numpy_pickle import _decompress_whole, _detect
+    from joblib_rs._loading import decompress_whole, detect_format
 
     try:
         with open(path, "rb") as f:
@@ -89,7 +88,7 @@ def _describe_input(path: str) -> _Input:
         raise CliError(f"{path!r} is a folder, not a file") from e
     except OSError as e:
         raise CliError(f"cannot read {path!r}: {e.strerror or e}") from e
-    kind = _detect(prefix)
+    kind = detect_format(prefix)
     if kind == "container":
         return _Input("jrs", _container_codec(path))
     if kind == "pickle":
@@ -98,22 +97,20 @@ def _describe_input(path: str) -> _Input:
     with open(path, "rb") as f:
         data = f.read()
     try:
-        inner = _decompress_whole(kind, data)
+        inner = decompress_whole(kind, data)
     except Exception:
         return _Input("joblib", kind)  # load reports the damage
-    if _detect(inner[:16]) == "container":
+    if detect_format(inner[:16]) == "container":
         return _Input("jrs", kind)
     return _Input("joblib", kind)
 
 
 def _container_codec(path: str) -> str | None:
-    from joblib_rs import _core
-
     try:
         found = _core.inspect_path(path)
     except Exception:
         return None  # load reports the damage
-    codecs = {codec for _index, _kind, codec, *_ in found["frames"]} - {"none"}
+    codecs = {frame.codec for frame in found["frames"]} - {"none"}
     return sorted(codecs)[0] if codecs else None
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from joblib_rs import _core
+from joblib_rs._loading import decompress_whole, detect_format
 from joblib_rs.cli._errors import CliError
 from joblib_rs.cli._format import format_size, format_table
-from joblib_rs.numpy_pickle import _decompress_whole, _detect
 
 __all__ = ["Report", "inspect_file", "run_inspect"]
 
@@ -89,17 +89,18 @@ def _inspect_container(path: str, report: Report) -> None:
     major, minor = found["version"]
     report.version = f"{major}.{minor}"
     codecs = set()
-    for index, kind, codec, raw, stored, checksum, offset in found["frames"]:
-        codecs.add(codec)
+    frame: _core.FrameReport
+    for frame in found["frames"]:
+        codecs.add(frame.codec)
         report.frames.append(
             {
-                "index": index,
-                "kind": kind,
-                "codec": codec,
-                "raw_size": raw,
-                "stored_size": stored,
-                "checksum": f"{checksum:016x}",
-                "offset": offset,
+                "index": frame.index,
+                "kind": frame.kind_name,
+                "codec": frame.codec,
+                "raw_size": frame.raw_len,
+                "stored_size": frame.stored_len,
+                "checksum": f"{frame.checksum:016x}",
+                "offset": frame.header_offset,
             }
         )
     compressed = sorted(codecs - {"none"})
@@ -289,7 +290,7 @@ def inspect_file(path: str) -> Report:
         raise CliError(f"cannot read {path!r}: {e.strerror or e}") from e
     if os.path.isdir(path):
         raise CliError(f"{path!r} is a folder, not a file")
-    kind = _detect(prefix)
+    kind = detect_format(prefix)
     if kind == "container":
         report = Report(path, "joblib-rs", size)
         _inspect_container(path, report)
@@ -300,11 +301,11 @@ def inspect_file(path: str) -> Report:
     if kind != "pickle":
         report.compression = kind
         try:
-            data = _decompress_whole(kind, data)
+            data = decompress_whole(kind, data)
         except Exception as e:
             report.error = f"file is damaged: {kind} stream: {e}"
             return report
-        if _detect(data[:16]) == "container":
+        if detect_format(data[:16]) == "container":
             report.format = "joblib-rs"
             _inspect_compressed_container(data, report)
             return report

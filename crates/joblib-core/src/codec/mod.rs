@@ -92,6 +92,9 @@ pub enum CodecError {
     },
 }
 
+/// The magic number of an LZ4 frame (whole-file LZ4 streams).
+pub const LZ4_FRAME_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+
 /// A compression method. The discriminant is the id stored in frame headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -176,6 +179,40 @@ impl Codec {
             Self::Xz => "xz",
             Self::Lz4 => "lz4",
             Self::Zstd => "zstd",
+        }
+    }
+
+    /// The bytes a whole-file stream of the codec starts with: how `load` recognises
+    /// joblib's compressed pickles and containers wrapped in a compressed file object (empty
+    /// for [`Codec::None`]). These are the magic numbers of each format (zlib's first byte
+    /// for its default window, the gzip, bzip2, `.xz`, LZ4-frame and Zstandard magics, and
+    /// the properties byte and dictionary size that start an "LZMA alone" stream at the
+    /// usual presets).
+    pub fn stream_magic(self) -> &'static [u8] {
+        match self {
+            Self::None => b"",
+            Self::Zlib => b"x",
+            Self::Gzip => &[0x1f, 0x8b],
+            Self::Bz2 => b"BZh",
+            Self::Lzma => &[0x5d, 0x00, 0x00],
+            Self::Xz => &[0xfd, b'7', b'z', b'X', b'Z'],
+            Self::Lz4 => &LZ4_FRAME_MAGIC,
+            Self::Zstd => &[0x28, 0xb5, 0x2f, 0xfd],
+        }
+    }
+
+    /// The file-name extension that selects the codec in `dump` (empty for
+    /// [`Codec::None`]).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Zlib => ".z",
+            Self::Gzip => ".gz",
+            Self::Bz2 => ".bz2",
+            Self::Lzma => ".lzma",
+            Self::Xz => ".xz",
+            Self::Lz4 => ".lz4",
+            Self::Zstd => ".zst",
         }
     }
 
@@ -712,6 +749,23 @@ mod tests {
     use super::*;
 
     const ALL: [Codec; 8] = Codec::ALL;
+
+    #[test]
+    fn every_whole_file_stream_starts_with_its_codecs_magic() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for codec in ALL.into_iter().skip(1) {
+            let level = codec.default_level().max(codec.level_range().0);
+            let stream = compress_stream(codec, level, &data).expect("compress");
+            assert!(
+                stream.starts_with(codec.stream_magic()),
+                "{}: {:02x?}",
+                codec.name(),
+                &stream[..8]
+            );
+            assert!(!codec.stream_magic().is_empty() && codec.extension().starts_with('.'));
+        }
+        assert!(Codec::None.stream_magic().is_empty() && Codec::None.extension().is_empty());
+    }
 
     #[test]
     fn joblib_levels_map_into_each_codecs_range() {

@@ -22,14 +22,13 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use rayon::prelude::*;
 use xxhash_rust::xxh32::{Xxh32, xxh32};
 
-use super::{CHUNK, Codec, CodecError, compress_chunk, lz4_block};
+use super::{CHUNK, Codec, CodecError, LZ4_FRAME_MAGIC, compress_chunk, lz4_block};
 
 /// Raw bytes per independent `.xz` stream: larger than [`CHUNK`] so that xz's dictionary
 /// (4-8 MiB at the usual presets) still finds long-range matches.
 const XZ_CHUNK: usize = 16 << 20;
-/// LZ4 frame: magic number, FLG (version 01, independent blocks, content checksum), BD (4 MiB
-/// maximum block size).
-const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+/// LZ4 frame: magic number ([`LZ4_FRAME_MAGIC`]), FLG (version 01, independent blocks,
+/// content checksum), BD (4 MiB maximum block size).
 const LZ4_FLG: u8 = 0b0110_0100;
 const LZ4_BD: u8 = 0b0111_0000;
 /// Set in an LZ4 frame block size: the block is stored uncompressed.
@@ -148,7 +147,7 @@ impl StreamEncoder {
                 out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
             }
             Codec::Lz4 => {
-                out.extend_from_slice(&LZ4_MAGIC);
+                out.extend_from_slice(&LZ4_FRAME_MAGIC);
                 let descriptor = [LZ4_FLG, LZ4_BD];
                 out.extend_from_slice(&descriptor);
                 out.push((xxh32(&descriptor, 0) >> 8) as u8);

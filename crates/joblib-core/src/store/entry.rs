@@ -1,7 +1,7 @@
 //! Reading, staging, committing and removing entries.
 
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -46,21 +46,61 @@ pub fn read_entry_versioned(
     verify: bool,
     version: bool,
 ) -> Result<(Hit, Option<FileVersion>), StoreError> {
-    match read_once(entry_dir, read_limit, verify, version)? {
+    let opts = ReadOptions {
+        read_limit,
+        verify,
+        version,
+        write: false,
+    };
+    read_entry_open(entry_dir, &opts).map(|read| (read.hit, read.version))
+}
+
+/// How [`read_entry_open`] reads an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Outputs up to this size are read; bigger ones are left open, unread.
+    pub read_limit: u64,
+    /// Check that the entry is whole and refresh its access time (see [`read_entry`]).
+    pub verify: bool,
+    /// Return the output's [`FileVersion`].
+    pub version: bool,
+    /// Open the output for reading and writing (to map it writable).
+    pub write: bool,
+}
+
+/// What [`read_entry_open`] found.
+#[derive(Debug)]
+pub struct EntryRead {
+    /// What the lookup found.
+    pub hit: Hit,
+    /// The output's version, when asked for and found.
+    pub version: Option<FileVersion>,
+    /// The output file, open at its start, when it was found but not read (bigger than the
+    /// read limit): the caller reads it in place or maps it without opening it again.
+    pub file: Option<File>,
+}
+
+/// [`read_entry_versioned`] that hands back the open output file when it is too big to read
+/// (`read_limit` 0: always), so that a hit opens the output once whatever its size.
+pub fn read_entry_open(entry_dir: &Path, opts: &ReadOptions) -> Result<EntryRead, StoreError> {
+    match read_once(entry_dir, opts)? {
         // Half an entry may be one being removed or replaced by another process between our
         // two looks: only a second identical look means damage.
-        (Hit::Damaged(_), _) => read_once(entry_dir, read_limit, verify, version),
+        EntryRead {
+            hit: Hit::Damaged(_),
+            ..
+        } => read_once(entry_dir, opts),
         found => Ok(found),
     }
 }
 
-fn read_once(
-    entry_dir: &Path,
-    read_limit: u64,
-    verify: bool,
-    version: bool,
-) -> Result<(Hit, Option<FileVersion>), StoreError> {
-    let has_metadata = if verify {
+fn read_once(entry_dir: &Path, opts: &ReadOptions) -> Result<EntryRead, StoreError> {
+    let absent = |hit| EntryRead {
+        hit,
+        version: None,
+        file: None,
+    };
+    let has_metadata = if opts.verify {
         let metadata_path = entry_dir.join(METADATA);
         match fs::metadata(&metadata_path) {
             Ok(_) => true,
@@ -71,51 +111,64 @@ fn read_once(
         true
     };
     let output_path = entry_dir.join(OUTPUT);
-    let mut file = match File::open(&output_path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(opts.write)
+        .open(&output_path);
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if is_absent(&e) => {
-            let hit = if verify && has_metadata {
+            let hit = if opts.verify && has_metadata {
                 Hit::Damaged("output.jrs is missing")
             } else {
                 Hit::Miss
             };
-            return Ok((hit, None));
+            return Ok(absent(hit));
         }
         Err(e) => return Err(e).ctx("open", &output_path),
     };
     if !has_metadata {
-        return Ok((Hit::Damaged("metadata.json is missing"), None));
+        return Ok(absent(Hit::Damaged("metadata.json is missing")));
     }
-    if !verify {
-        let seen = if version {
-            FileVersion::of(&file.metadata().ctx("stat", &output_path)?)
-        } else {
-            None
-        };
-        return read_unverified(file, &output_path, read_limit).map(|hit| (hit, seen));
+    if !opts.verify && opts.read_limit > 0 && !opts.version {
+        return read_unverified(file, &output_path, opts.read_limit).map(|(hit, file)| EntryRead {
+            hit,
+            version: None,
+            file,
+        });
     }
     let stat = file.metadata().ctx("stat", &output_path)?;
-    let seen = if version {
+    let seen = if opts.version {
         FileVersion::of(&stat)
     } else {
         None
     };
     let size = stat.len();
-    let data = if size <= read_limit {
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        file.read_to_end(&mut buf).ctx("read", &output_path)?;
-        Some(buf)
+    if opts.verify {
+        refresh_access_time(&file, &stat);
+    }
+    let (data, file) = if size <= opts.read_limit {
+        (Some(read_sized(&mut file, &output_path, size)?), None)
     } else {
-        None
+        (None, Some(file))
     };
-    refresh_access_time(&file, &stat);
-    Ok((Hit::Found { size, data }, seen))
+    Ok(EntryRead {
+        hit: Hit::Found { size, data },
+        version: seen,
+        file,
+    })
 }
 
-/// The common hit: one `read` into a buffer of `read_limit + 1` bytes, no `fstat`. A read
+/// The common hit: one `read` into a buffer of [`FIRST_READ`] bytes, no `fstat`. A read
 /// shorter than asked means end of file for regular files; were a file system to return a
-/// short read early, the output would look truncated and its checksum would reject it.
-fn read_unverified(mut file: File, path: &Path, read_limit: u64) -> Result<Hit, StoreError> {
+/// short read early, the output would look truncated and its checksum would reject it. A
+/// file filling the first read is `fstat`ed: bigger than `read_limit`, it is handed back
+/// unread past that point (rewound), otherwise read to its end.
+fn read_unverified(
+    mut file: File,
+    path: &Path,
+    read_limit: u64,
+) -> Result<(Hit, Option<File>), StoreError> {
     let cap = usize::try_from(read_limit.saturating_add(1)).unwrap_or(usize::MAX);
     let mut buf = vec![0u8; cap.min(FIRST_READ)];
     let mut filled = 0;
@@ -131,18 +184,49 @@ fn read_unverified(mut file: File, path: &Path, read_limit: u64) -> Result<Hit, 
         if n == 0 || filled < buf.len() {
             break;
         }
-        if buf.len() >= cap {
-            // Bigger than the limit: the caller loads it by path.
-            let size = file.metadata().ctx("stat", path)?.len();
-            return Ok(Hit::Found { size, data: None });
+        let size = file.metadata().ctx("stat", path)?.len();
+        if size > read_limit || buf.len() >= cap {
+            // Bigger than the limit: the caller loads it in place.
+            file.rewind().ctx("seek", path)?;
+            return Ok((Hit::Found { size, data: None }, Some(file)));
         }
-        buf.resize((buf.len() * 4).min(cap), 0);
+        // One more byte than the size announced: a file that grew meanwhile is seen whole.
+        let want = usize::try_from(size).map_or(cap, |s| s.saturating_add(1).min(cap));
+        buf.resize(want.max(buf.len() + 1), 0);
     }
     buf.truncate(filled);
-    Ok(Hit::Found {
-        size: filled as u64,
-        data: Some(buf),
-    })
+    Ok((
+        Hit::Found {
+            size: filled as u64,
+            data: Some(buf),
+        },
+        None,
+    ))
+}
+
+/// The bytes of a file `fstat` said holds `size` bytes: one `read` into `size + 1` bytes
+/// (a shorter read is the end of a regular file), more only if the file grew meanwhile.
+fn read_sized(file: &mut File, path: &Path, size: u64) -> Result<Vec<u8>, StoreError> {
+    let len = usize::try_from(size)
+        .map_err(|_| std::io::Error::from(ErrorKind::OutOfMemory))
+        .ctx("read", path)?;
+    let mut buf = vec![0u8; len.saturating_add(1)];
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(n) => {
+                filled += n;
+                if n == 0 || filled < buf.len() {
+                    break;
+                }
+                buf.resize(buf.len().saturating_mul(2), 0);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).ctx("read", path),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// Size of the first read of an unverified hit: most cached outputs are small.
@@ -410,6 +494,60 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEY)]);
+    }
+
+    #[test]
+    fn outputs_over_the_limit_come_back_open_at_their_start() {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = dir.path().join(KEY);
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        commit(&entry, &payload);
+        for (verify, version, limit) in [
+            (false, false, 1000),
+            (false, false, 20_000),
+            (false, true, 1000),
+            (true, true, 1000),
+            (true, false, 0),
+            (false, true, 0),
+        ] {
+            let opts = ReadOptions {
+                read_limit: limit,
+                verify,
+                version,
+                write: false,
+            };
+            let read = read_entry_open(&entry, &opts).expect("read");
+            assert_eq!(
+                read.hit,
+                Hit::Found {
+                    size: 100_000,
+                    data: None
+                }
+            );
+            assert_eq!(read.version.is_some(), version);
+            let mut rest = Vec::new();
+            read.file
+                .expect("open file")
+                .read_to_end(&mut rest)
+                .expect("read");
+            assert_eq!(rest, payload);
+        }
+        let small = ReadOptions {
+            read_limit: 1 << 20,
+            verify: false,
+            version: true,
+            write: false,
+        };
+        let read = read_entry_open(&entry, &small).expect("read");
+        assert!(read.file.is_none() && read.version.is_some());
+        assert_eq!(
+            read.hit,
+            Hit::Found {
+                size: 100_000,
+                data: Some(payload)
+            }
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use entry::{
-    Hit, Staging, clear_dir, read_entry, read_entry_versioned, remove_entry, write_file_atomic,
+    EntryRead, Hit, ReadOptions, Staging, clear_dir, read_entry, read_entry_open,
+    read_entry_versioned, remove_entry, write_file_atomic,
 };
 pub use layout::{
     FUNC_CODE, LOCK_SUFFIX, METADATA, OUTPUT, STORE_DIR, TEMP_PREFIX, TRASH_PREFIX, is_entry_name,
